@@ -1,0 +1,32 @@
+# Two commands on a fresh machine (Python >= 3.10 and make): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])" 2>/dev/null)
+
+.PHONY: demo test venv bench sample-data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/opis evaluate sample_data/model_a.parquet --name demo-model-a-$$(date +%Y%m%d-%H%M%S) --k 1 --k 5
+	$(BIN)/opis evaluate sample_data/model_b.parquet --name demo-model-b-$$(date +%Y%m%d-%H%M%S) --k 1 --k 5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
+
+sample-data: $(STAMP)
+	$(BIN)/python sample_data/generate.py
+
+clean:
+	rm -rf $(VENV) .opis .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,230 @@
+"""The ``opis`` command line: parse options, make one library call, render.
+
+Every command maps its options one to one onto keyword arguments of a library function; user
+mistakes arrive as OpisError and leave as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import __version__
+from .config import DEFAULT_MEMORY_BUDGET
+from .errors import OpisError
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="opis",
+    help="Threshold-consistency evaluation of embedding models: OPIS, eps-OPIS, Recall@k.",
+    epilog=(
+        "Examples:\n\n"
+        "  opis evaluate embeddings.parquet --calib 0.1:0.9\n\n"
+        "  opis evaluate emb.npy --labels labels.npy --json report.json\n\n"
+        "Docs: docs/definitions.md (the formulas), docs/cli.md (every option)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    l2 = "l2"
+
+
+class EpsContrast(str, Enum):
+    rest = "rest"
+    best = "best"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"opis-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+class _LazyProgress:
+    """A rich progress bar that appears only if the work takes longer than a second."""
+
+    def __init__(self, enabled: bool, delay: float = 1.0):
+        self.enabled = enabled
+        self.delay = delay
+        self.start = time.perf_counter()
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            if time.perf_counter() - self.start < self.delay:
+                return
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("pairs  {task.fields[rate]}"), TimeRemainingColumn(),
+                console=_stderr(), transient=True,
+            )
+            self.progress.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="")
+        task = self.tasks[stage]
+        elapsed = self.progress.tasks[task].elapsed or 0.0
+        rate = f"{done / elapsed / 1e6:,.1f} M/s" if elapsed > 0 else ""
+        self.progress.update(task, completed=done, rate=rate)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis evaluate embeddings.parquet                      (calibration from pooled FAR 0.001:0.1)\n\n"
+        "  opis evaluate embeddings.parquet --calib 0.1:0.9 --json report.json\n\n"
+        "  opis evaluate emb.npy --labels labels.npy --k 1 --k 5 --format markdown\n\n"
+        "  opis evaluate data.npz --metric l2 --no-normalize --calib 0.5:4\n\n"
+        "Every run is saved to .opis/runs/NAME/ (report.json, curves.parquet) and .opis/latest."
+    ),
+)
+def evaluate(
+    input: Annotated[Path, typer.Argument(help="Embeddings: Parquet, Arrow IPC/Feather, .npy (with --labels) or .npz.",
+                                          show_default=False)],
+    labels: Annotated[Optional[Path], typer.Option(help="Labels .npy for a .npy embeddings file.",
+                                                   rich_help_panel="Input")] = None,
+    embedding_col: Annotated[Optional[str], typer.Option(help="Embedding column (default: the only list column).",
+                                                         rich_help_panel="Input")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column (default: label/labels/class/y).",
+                                                     rich_help_panel="Input")] = None,
+    calib: Annotated[Optional[str], typer.Option(
+        metavar="LO:HI", rich_help_panel="Calibration",
+        help="Calibration range in distance units. Pin it in CI: a FAR-derived range moves with the model.")] = None,
+    calib_far: Annotated[Optional[str], typer.Option(
+        metavar="LO:HI", rich_help_panel="Calibration",
+        help="Derive the range from pooled FAR bounds (default 0.001:0.1; costs one extra pass over all pairs).")] = None,
+    thresholds: Annotated[int, typer.Option(help="Grid size T over the range.", rich_help_panel="Calibration")] = 101,
+    metric: Annotated[Metric, typer.Option(help="cosine: d = 1 - cos; l2: Euclidean.", rich_help_panel="Distance")] = Metric.cosine,
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="l2 on raw vectors (no L2 normalisation).",
+                                               rich_help_panel="Distance")] = False,
+    beta: Annotated[float, typer.Option(help="Utility weight: >1 favours few false rejects, <1 few false accepts.",
+                                        rich_help_panel="Figures")] = 1.0,
+    epsilon: Annotated[float, typer.Option(help="Share of worst classes for eps-OPIS.", rich_help_panel="Figures")] = 0.1,
+    eps_contrast: Annotated[EpsContrast, typer.Option(help="Contrast the worst classes with the rest or with the best.",
+                                                      rich_help_panel="Figures")] = EpsContrast.rest,
+    k: Annotated[Optional[List[int]], typer.Option("--k", help="Recall@k (repeatable).", rich_help_panel="Figures")] = None,
+    json_path: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report (- for stdout).",
+                                                     rich_help_panel="Output")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="What to print: a table, Markdown (for PR comments) or JSON.",
+                                              rich_help_panel="Output")] = OutputFormat.table,
+    worst: Annotated[int, typer.Option(help="Worst classes to list.", rich_help_panel="Output")] = 10,
+    out_dir: Annotated[Path, typer.Option(help="Where runs/ and latest go.", rich_help_panel="Output")] = Path(".opis"),
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: time and input name).",
+                                                rich_help_panel="Output")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not save a run directory.", rich_help_panel="Output")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.", rich_help_panel="Output")] = False,
+    memory_budget: Annotated[str, typer.Option(help="Block working memory, e.g. 512M or 2G. Changes speed only.",
+                                               rich_help_panel="Performance")] = f"{DEFAULT_MEMORY_BUDGET >> 20}M",
+) -> None:
+    """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
+    progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        from .config import EvalConfig, parse_memory_size, parse_range
+        from .pipeline import evaluate_file
+
+        if calib is not None and calib_far is not None:
+            raise OpisError("give either --calib or --calib-far, not both")
+        config_kwargs = {}
+        if calib is not None:
+            config_kwargs["calib"] = parse_range(calib, "--calib")
+        if calib_far is not None:
+            config_kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
+        config = EvalConfig(
+            metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
+            epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), **config_kwargs,
+        )
+        budget = parse_memory_size(memory_budget)
+        report = evaluate_file(
+            input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
+            memory_budget=budget, progress=progress,
+        )
+        progress.stop()
+        run_dir = None
+        if not no_save:
+            from .runs import save_run
+
+            run_dir = save_run(report, out_dir, name, extra={"argv": sys.argv[1:]})
+        if json_path is not None and json_path != "-":
+            from .runs import atomic_write_text
+
+            atomic_write_text(json_path, report.to_json())
+    except OpisError as exc:
+        progress.stop()
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        progress.stop()
+        raise _fail("interrupted; no run was saved", 130) from None
+
+    if json_path == "-" or fmt is OutputFormat.json:
+        sys.stdout.write(report.to_json())
+    if quiet:
+        return
+    # With JSON on stdout, the human-readable summary moves to stderr.
+    json_on_stdout = json_path == "-" or fmt is OutputFormat.json
+    if fmt is OutputFormat.markdown:
+        sys.stdout.write(report.to_markdown(worst))
+    elif fmt is OutputFormat.table or json_on_stdout:
+        from rich.console import Console
+
+        from .render import print_report
+
+        console = _stderr() if json_on_stdout else Console()
+        print_report(report, console, worst)
+        if run_dir is not None:
+            console.print(f"saved {run_dir}", style="dim")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _stderr().print("[bold red]error:[/] interrupted")
+        sys.exit(130)

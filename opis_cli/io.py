@@ -1,0 +1,429 @@
+"""Reading embeddings and labels from Parquet, Arrow IPC/Feather, NPY and NPZ files.
+
+Everything goes through pyarrow or numpy buffers: no per-row Python objects, and float32
+embedding columns are viewed without a copy. Label values of any supported type are encoded
+once into integer codes whose order is the natural order of the values (numeric for integers,
+code point order for strings); that order is the "label order" the definitions refer to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+LABEL_COLUMN_NAMES = ("label", "labels", "class", "y")
+
+_MAGIC = {
+    b"PAR1": "parquet",
+    b"ARROW1": "arrow",
+    b"\x93NUMPY": "npy",
+    b"PK\x03\x04": "npz",
+    b"PK\x05\x06": "npz",  # an empty zip archive
+}
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Labels encoded as integer codes.
+
+    ``codes[i]`` indexes ``values``; ``values`` is sorted in label order, so comparing codes
+    compares labels. ``values`` holds plain Python ints or strs (JSON-ready).
+    """
+
+    codes: np.ndarray  # (N,) int64
+    values: list
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """Where a dataset came from, for the report's ``input`` section."""
+
+    path: str | None
+    format: str
+    embedding_column: str | None = None
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Embeddings (N, D) float32 and their encoded labels, as loaded (rows in file order)."""
+
+    embeddings: np.ndarray
+    labels: Labels
+    info: InputInfo
+
+    @property
+    def n(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def content_hash(self) -> str:
+        """SHA-256 of the float32 embeddings and the labels, in row order.
+
+        Two reports with the same hash were computed on the same data, whatever the files were
+        called; a gate uses it to tell a report from another dataset.
+        """
+        return content_hash(self.embeddings, self.labels)
+
+
+def content_hash(embeddings: np.ndarray, labels: Labels) -> str:
+    h = hashlib.sha256()
+    n, d = embeddings.shape
+    h.update(f"opis-input-v1:{n}:{d}:".encode())
+    # Hash in row chunks: a C-contiguous view is needed and a full copy of a large
+    # non-contiguous array would double peak memory.
+    step = max(1, (64 << 20) // max(1, 4 * d))
+    for start in range(0, n, step):
+        chunk = np.ascontiguousarray(embeddings[start:start + step], dtype=np.float32)
+        h.update(memoryview(chunk).cast("B"))
+    h.update(np.ascontiguousarray(labels.codes, dtype="<i8").tobytes())
+    for v in labels.values:
+        h.update(f"{type(v).__name__}:{v}\x00".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- labels
+
+def encode_labels(labels: Any) -> Labels:
+    """Encode labels (a pyarrow array, numpy array or sequence of ints/strs) into codes.
+
+    Codes follow label order: integers numerically, strings by code point.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = _to_arrow_labels(labels)
+    if arr.null_count:
+        first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"labels contain {arr.null_count} null value(s) (first at row {first})")
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.dictionary_decode()
+        t = arr.type
+    if pa.types.is_large_string(t):
+        arr = arr.cast(pa.string())
+        t = arr.type
+    if not (pa.types.is_integer(t) or pa.types.is_string(t)):
+        raise InputError(f"labels must be integers or strings, got {t}")
+    encoded = pc.dictionary_encode(arr)
+    dictionary = encoded.dictionary
+    order = pc.sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)]
+    values = dictionary.take(pa.array(order)).to_pylist()
+    return Labels(codes=codes, values=values)
+
+
+def _to_arrow_labels(labels: Any):
+    import pyarrow as pa
+
+    if isinstance(labels, pa.ChunkedArray):
+        return labels.combine_chunks()
+    if isinstance(labels, pa.Array):
+        return labels
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise InputError(f"labels must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return pa.array(arr)
+    if arr.dtype.kind == "b":
+        return pa.array(arr.astype(np.int64))
+    if arr.dtype.kind == "U":
+        return pa.array(arr, type=pa.string())
+    if arr.dtype.kind == "S":
+        try:
+            return pa.array(np.char.decode(arr, "utf-8"), type=pa.string())
+        except UnicodeDecodeError:
+            raise InputError("labels are byte strings that are not valid UTF-8") from None
+    if arr.dtype.kind == "f":
+        if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            return pa.array(arr.astype(np.int64))
+        raise InputError("labels must be integers or strings, got non-integral floating-point values")
+    if arr.dtype.kind == "O":
+        try:
+            out = pa.array(arr.tolist())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            raise InputError("labels mix several types; use all integers or all strings") from None
+        return out
+    raise InputError(f"labels must be integers or strings, got dtype {arr.dtype}")
+
+
+# --------------------------------------------------------------------------- files
+
+def detect_format(path: Path) -> str:
+    """Name the file format from its leading magic bytes (extensions can lie)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a file") from None
+    except PermissionError:
+        raise InputError(f"no permission to read {path}") from None
+    if not head:
+        raise InputError(f"{path} is empty")
+    for magic, fmt in _MAGIC.items():
+        if head.startswith(magic):
+            return fmt
+    raise InputError(
+        f"{path}: unrecognised file format (expected Parquet, Arrow IPC/Feather, .npy or .npz)"
+    )
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | None = None,
+    embedding_col: str | None = None,
+    label_col: str | None = None,
+) -> Dataset:
+    """Load embeddings and labels from a file.
+
+    Parameters
+    ----------
+    path : Parquet or Arrow IPC/Feather table, ``.npy`` matrix (with ``labels``), or ``.npz``
+        holding arrays ``embeddings`` and ``labels``.
+    labels : path to a ``.npy`` label vector; required with a ``.npy`` embeddings file.
+    embedding_col, label_col : table column names; auto-detected when omitted (the single list
+        column, and the column named label/labels/class/y).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such file: {p}")
+    if p.is_dir():
+        raise InputError(f"{p} is a directory, not a file")
+    fmt = detect_format(p)
+    if fmt in ("parquet", "arrow"):
+        if labels is not None:
+            raise InputError("--labels is for .npy embeddings; tables carry their own label column")
+        return _load_table(p, fmt, embedding_col, label_col)
+    if embedding_col is not None or label_col is not None:
+        raise InputError("--embedding-col/--label-col apply to Parquet and Arrow tables only")
+    if fmt == "npy":
+        if labels is None:
+            raise InputError(f"{p} holds only embeddings; pass the labels with --labels labels.npy")
+        emb = _load_npy(p, "embeddings")
+        lab = _load_npy(Path(labels), "labels")
+        return _assemble(emb, lab, InputInfo(path=str(path), format="npy"))
+    # npz
+    if labels is not None:
+        raise InputError("--labels is for .npy embeddings; an .npz carries its own 'labels' array")
+    return _load_npz(p, str(path))
+
+
+def _assemble(emb: np.ndarray, lab: Any, info: InputInfo) -> Dataset:
+    emb = as_embedding_matrix(emb)
+    encoded = encode_labels(lab)
+    if len(encoded.codes) != emb.shape[0]:
+        raise InputError(
+            f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels"
+        )
+    return Dataset(embeddings=emb, labels=encoded, info=info)
+
+
+def as_embedding_matrix(emb: Any) -> np.ndarray:
+    """Check shape and dtype of an embedding matrix; return it as float32 (a view when possible)."""
+    arr = np.asarray(emb)
+    if arr.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D matrix (N, D), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError("no embeddings: the input has 0 rows")
+    if arr.shape[1] == 0:
+        raise InputError("embeddings have dimension 0")
+    if arr.dtype.kind != "f":
+        raise InputError(f"embeddings must be floating point (float16/32/64), got dtype {arr.dtype}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    try:
+        return np.load(path, mmap_mode="r" if what == "embeddings" else None, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(f"{path}: object arrays are not supported; save {what} as numbers or fixed-width strings") from None
+        raise InputError(f"{path}: cannot read .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read .npy file ({exc})") from None
+
+
+def _load_npz(path: Path, shown: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            missing = [k for k in ("embeddings", "labels") if k not in names]
+            if missing:
+                raise InputError(
+                    f"{path}: .npz must hold arrays 'embeddings' and 'labels'; "
+                    f"missing {', '.join(missing)} (found: {', '.join(names) or 'none'})"
+                )
+            emb = archive["embeddings"]
+            lab = archive["labels"]
+    except InputError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(f"{path}: object arrays are not supported in .npz inputs") from None
+        raise InputError(f"{path}: cannot read .npz file ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
+        raise InputError(f"{path}: cannot read .npz file ({exc.__class__.__name__}: {exc})") from None
+    return _assemble(emb, lab, InputInfo(path=shown, format="npz"))
+
+
+def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str | None) -> Dataset:
+    import pyarrow as pa
+
+    try:
+        schema = _read_schema(path, fmt)
+        emb_name = _pick_embedding_column(schema, embedding_col)
+        lab_name = _pick_label_column(schema, label_col, exclude=emb_name)
+        table = _read_columns(path, fmt, [emb_name, lab_name])
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        kind = "Parquet" if fmt == "parquet" else "Arrow IPC"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"{path}: cannot read {kind} file ({msg})") from None
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the table has 0 rows")
+    emb = embedding_matrix_from_arrow(table.column(emb_name), emb_name)
+    info = InputInfo(path=str(path), format=fmt, embedding_column=emb_name, label_column=lab_name)
+    return _assemble(emb, table.column(lab_name), info)
+
+
+def _read_schema(path: Path, fmt: str):
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path)
+    import pyarrow as pa
+
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).schema
+
+
+def _read_columns(path: Path, fmt: str, columns: list[str]):
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=columns)
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path), "r")
+    return pa.ipc.open_file(source).read_all().select(columns)
+
+
+def _is_list_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _pick_embedding_column(schema, requested: str | None) -> str:
+    names = list(schema.names)
+    if requested is not None:
+        if requested not in names:
+            raise InputError(f"no column {requested!r}; available columns: {', '.join(names)}")
+        if not _is_list_type(schema.field(requested).type):
+            raise InputError(
+                f"column {requested!r} has type {schema.field(requested).type}; "
+                "the embedding column must be a list of floats"
+            )
+        return requested
+    candidates = [f.name for f in schema if _is_list_type(f.type)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise InputError(
+            f"no list column to use as embeddings; available columns: {', '.join(names)} "
+            "(store embeddings as a list<float> column)"
+        )
+    raise InputError(
+        f"several list columns ({', '.join(candidates)}); choose one with --embedding-col"
+    )
+
+
+def _pick_label_column(schema, requested: str | None, exclude: str) -> str:
+    names = list(schema.names)
+    if requested is not None:
+        if requested not in names:
+            raise InputError(f"no column {requested!r}; available columns: {', '.join(names)}")
+        return requested
+    found = [n for n in names if n.lower() in LABEL_COLUMN_NAMES and n != exclude]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(
+            f"no label column (looked for {'/'.join(LABEL_COLUMN_NAMES)}); "
+            f"choose one with --label-col; available columns: {', '.join(names)}"
+        )
+    raise InputError(f"several label columns ({', '.join(found)}); choose one with --label-col")
+
+
+def embedding_matrix_from_arrow(column, name: str = "embedding") -> np.ndarray:
+    """Turn a list / large_list / fixed_size_list column into an (N, D) float32 matrix.
+
+    float32 values are viewed in place (no copy when the column is a single chunk);
+    float16/float64 are converted to float32.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if arr.null_count:
+        first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"embedding column {name!r} has {arr.null_count} null row(s) (first at row {first})")
+    if pa.types.is_fixed_size_list(arr.type):
+        d = arr.type.list_size
+    else:
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        d = int(lengths[0]) if n else 0
+        bad = np.flatnonzero(lengths != d)
+        if bad.size:
+            raise InputError(
+                f"embedding column {name!r} has lists of unequal length: row 0 has {d} values, "
+                f"row {int(bad[0])} has {int(lengths[bad[0]])}"
+            )
+    values = arr.flatten()
+    vt = values.type
+    if not pa.types.is_floating(vt):
+        raise InputError(f"embedding column {name!r} holds {vt} values; expected floats")
+    if values.null_count:
+        raise InputError(f"embedding column {name!r} has {values.null_count} null value(s) inside its lists")
+    flat = values.to_numpy(zero_copy_only=False)
+    if flat.dtype != np.float32:
+        flat = flat.astype(np.float32)
+    if d == 0:
+        raise InputError(f"embedding column {name!r} holds empty lists")
+    return flat.reshape(n, d)
+
+
+def write_parquet(path: str | os.PathLike, embeddings: np.ndarray, labels: Sequence, *,
+                  embedding_col: str = "embedding", label_col: str = "label") -> None:
+    """Write embeddings (fixed_size_list<float32>) and labels as a Parquet table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, d = emb.shape
+    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), d)
+    table = pa.table({embedding_col: col, label_col: pa.array(labels)})
+    pq.write_table(table, path, compression="zstd")

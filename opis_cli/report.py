@@ -1,0 +1,215 @@
+"""The evaluation report: plain data, rendered as JSON, Markdown or text.
+
+JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI jobs::
+
+    schema_version*      int
+    tool                 {name, version*}
+    input*               {path, format, embedding_column, label_column, n, d, classes,
+                          classes_used, classes_skipped, sha256}
+    config*              every option that changes a figure (EvalConfig.to_dict)
+    calibration*         {mode, lo*, hi*, thresholds*, step, far_target, resolution,
+                          far_at_lo, far_at_hi, tar_at_lo, tar_at_hi}
+    metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*}
+                         recall_at_k is keyed by k as a string: {"1": 0.93}
+    pairs                {positive, negative}
+    engine               {name, passes}
+    classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
+                           opis_contribution, in_worst_eps}] in label order
+
+The same data and options give byte-identical JSON: no timestamps, no timings, no run names
+(those go to run.json in the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__
+from .calibration import CalibrationRange
+from .config import EvalConfig
+from .curves import ClassCurves
+from .pairs import PooledHistogram
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Report:
+    """Everything an evaluation produced. ``str(report)`` is a plain-text summary."""
+
+    config: EvalConfig
+    calibration: CalibrationRange
+    input: dict
+    labels: list  # label value of each curve row (used classes, label order)
+    curves: ClassCurves
+    opis: float
+    eps_opis: float
+    opis_contributions: np.ndarray
+    mean_utility: np.ndarray
+    mean_curve: np.ndarray
+    worst: np.ndarray  # row indices of the eps-worst classes
+    contrast: np.ndarray
+    recall_at_k: dict[int, float]
+    pooled: PooledHistogram
+    engine: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ derived figures
+    @property
+    def far_at_lo(self) -> float:
+        return _accepted_share(self.pooled.neg, 0)
+
+    @property
+    def far_at_hi(self) -> float:
+        return _accepted_share(self.pooled.neg, -1)
+
+    @property
+    def tar_at_lo(self) -> float:
+        return _accepted_share(self.pooled.pos, 0)
+
+    @property
+    def tar_at_hi(self) -> float:
+        return _accepted_share(self.pooled.pos, -1)
+
+    def class_rows(self) -> list[dict]:
+        """One dict per used class, in label order (the report's ``classes`` list)."""
+        in_worst = np.zeros(len(self.labels), bool)
+        in_worst[self.worst] = True
+        return [
+            {
+                "label": label,
+                "size": int(self.curves.sizes[i]),
+                "positive_pairs": int(self.curves.n_pos[i]),
+                "negative_pairs": int(self.curves.n_neg[i]),
+                "mean_utility": float(self.mean_utility[i]),
+                "opis_contribution": float(self.opis_contributions[i]),
+                "in_worst_eps": bool(in_worst[i]),
+            }
+            for i, label in enumerate(self.labels)
+        ]
+
+    def worst_classes(self, count: int = 10) -> list[dict]:
+        """The ``count`` classes with the lowest mean utility (ties: label order)."""
+        rows = self.class_rows()
+        order = np.lexsort((np.arange(len(self.mean_utility)), self.mean_utility))[:count]
+        return [rows[int(i)] for i in order]
+
+    # ------------------------------------------------------------------ renderers
+    def to_dict(self) -> dict:
+        cal = self.calibration
+        grid = self.curves.grid
+        calibration = {
+            "mode": cal.mode,
+            "lo": cal.lo,
+            "hi": cal.hi,
+            "thresholds": int(len(grid)),
+            "step": float(grid[1] - grid[0]),
+        }
+        if cal.mode == "far":
+            calibration["far_target"] = [cal.far_target[0], cal.far_target[1]]
+            calibration["resolution"] = cal.resolution
+        calibration.update(
+            far_at_lo=self.far_at_lo, far_at_hi=self.far_at_hi,
+            tar_at_lo=self.tar_at_lo, tar_at_hi=self.tar_at_hi,
+        )
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "opis-cli", "version": __version__},
+            "input": dict(self.input),
+            "config": self.config.to_dict(),
+            "calibration": calibration,
+            "metrics": {
+                "opis": self.opis,
+                "eps_opis": self.eps_opis,
+                "eps_contrast": self.config.eps_contrast,
+                "eps_worst_classes": int(len(self.worst)),
+                "recall_at_k": {str(k): v for k, v in sorted(self.recall_at_k.items())},
+            },
+            "pairs": {
+                "positive": int(self.pooled.pos.sum()),
+                "negative": int(self.pooled.neg.sum()),
+            },
+            "engine": dict(self.engine),
+            "classes": self.class_rows(),
+        }
+
+    def to_json(self) -> str:
+        """The report as JSON text (deterministic: fixed key order, shortest float repr)."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(name, value) rows of the headline figures, shared by every renderer."""
+        inp = self.input
+        cal = self.calibration
+        rows = [
+            ("embeddings", f"{inp['n']:,} x {inp['d']}"),
+            ("classes used / skipped", f"{inp['classes_used']:,} / {inp['classes_skipped']:,}"),
+            ("metric", self.config.metric + ("" if self.config.normalize else " (unnormalised)")),
+            ("calibration range", f"[{cal.lo:.6g}, {cal.hi:.6g}] ({len(self.curves.grid)} thresholds)"),
+            ("pooled FAR at lo / hi", f"{self.far_at_lo:.4g} / {self.far_at_hi:.4g}"
+             + (f" (target {cal.far_target[0]:g} / {cal.far_target[1]:g})" if cal.mode == "far" else "")),
+            ("OPIS", f"{self.opis:.6g}"),
+            (f"eps-OPIS (eps={self.config.epsilon:g}, vs {self.config.eps_contrast})", f"{self.eps_opis:.6g}"),
+        ]
+        for k, v in sorted(self.recall_at_k.items()):
+            rows.append((f"Recall@{k}", f"{v:.4f}"))
+        return rows
+
+    def to_markdown(self, worst: int = 10) -> str:
+        """A Markdown summary for a pull-request comment or $GITHUB_STEP_SUMMARY."""
+        lines = ["### opis-cli evaluation", "", "| | |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in self.summary_rows()]
+        lines += ["", f"**Worst classes** (lowest mean utility, {worst} shown)", "",
+                  "| label | size | mean utility | OPIS contribution |", "|---|---:|---:|---:|"]
+        for row in self.worst_classes(worst):
+            lines.append(f"| {_md_escape(row['label'])} | {row['size']} | {row['mean_utility']:.4f} | "
+                         f"{row['opis_contribution']:.3g} |")
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        width = max(len(name) for name, _ in self.summary_rows())
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in self.summary_rows())
+
+    # ------------------------------------------------------------------ curves table
+    def curves_table(self):
+        """Long-format pyarrow table: label, curve ('class' or 'mean'), threshold, tar, trr,
+        utility, pos_accepted, neg_accepted (counts null on the mean curve)."""
+        import pyarrow as pa
+
+        c, t = self.curves.utility.shape
+        grid = self.curves.grid
+        label_arr = pa.array(self.labels)
+        labels = pa.concat_arrays([
+            label_arr.take(pa.array(np.repeat(np.arange(c), t))),
+            pa.nulls(t, type=label_arr.type),
+        ])
+        mean_tar = self.curves.tar.mean(axis=0)
+        mean_trr = self.curves.trr.mean(axis=0)
+        return pa.table({
+            "label": labels,
+            "curve": pa.array(["class"] * (c * t) + ["mean"] * t).dictionary_encode(),
+            "threshold": np.concatenate([np.tile(grid, c), grid]),
+            "tar": np.concatenate([self.curves.tar.reshape(-1), mean_tar]),
+            "trr": np.concatenate([self.curves.trr.reshape(-1), mean_trr]),
+            "utility": np.concatenate([self.curves.utility.reshape(-1), self.mean_curve]),
+            "pos_accepted": pa.array(np.concatenate([self.curves.pos_accepted.reshape(-1), np.zeros(t, np.int64)]),
+                                     mask=np.r_[np.zeros(c * t, bool), np.ones(t, bool)]),
+            "neg_accepted": pa.array(np.concatenate([self.curves.neg_accepted.reshape(-1), np.zeros(t, np.int64)]),
+                                     mask=np.r_[np.zeros(c * t, bool), np.ones(t, bool)]),
+        })
+
+
+def _accepted_share(counts: np.ndarray, index: int) -> float:
+    total = int(counts.sum())
+    if total == 0:
+        return math.nan
+    accepted = np.cumsum(counts[:-1])
+    return float(accepted[index] / total)
+
+
+def _md_escape(value) -> str:
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,100 @@
+"""An independent, deliberately plain reference implementation of docs/definitions.md.
+
+All pairs, float64, loops where loops are clearest; it shares no code with opis_cli. Tests
+compare the tool against it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.integrate import trapezoid
+
+
+def distance_matrix(x, metric="cosine", normalize=True):
+    x = np.asarray(x, dtype=np.float32).astype(np.float64)  # the tool reads float32
+    if metric == "cosine" or normalize:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    if metric == "cosine":
+        return 1.0 - x @ x.T
+    diff = x[:, None, :] - x[None, :, :]
+    return np.sqrt((diff ** 2).sum(-1))
+
+
+def pair_lists(dist, labels):
+    """Per class (sorted label order): positive and negative pair distances."""
+    n = len(labels)
+    iu, ju = np.triu_indices(n, 1)
+    d = dist[iu, ju]
+    a, b = labels[iu], labels[ju]
+    out = {}
+    for c in sorted(set(labels.tolist())):
+        pos = d[(a == c) & (b == c)]
+        neg = d[(a == c) != (b == c)]
+        out[c] = (pos, neg)
+    return out
+
+
+def utility(tar, trr, beta):
+    b2 = beta * beta
+    out = np.zeros_like(tar)
+    for i in range(len(tar)):
+        den = b2 * trr[i] + tar[i]
+        out[i] = 0.0 if (tar[i] == 0 and trr[i] == 0) else (1 + b2) * tar[i] * trr[i] / den
+    return out
+
+
+def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, epsilon=0.1,
+              contrast="rest", ks=(1,)):
+    labels = np.asarray(labels)
+    grid = np.asarray(grid, dtype=np.float64)
+    dist = distance_matrix(x, metric, normalize)
+    per_class = pair_lists(dist, labels)
+    used = [c for c, (pos, _) in per_class.items() if len(pos) > 0]
+    tar = np.array([[np.mean(per_class[c][0] <= t) for t in grid] for c in used])
+    trr = np.array([[np.mean(per_class[c][1] > t) for t in grid] for c in used])
+    u = np.array([utility(tar[i], trr[i], beta) for i in range(len(used))])
+    span = grid[-1] - grid[0]
+    ubar = u.mean(axis=0)
+    contributions = np.array([trapezoid((u[i] - ubar) ** 2, grid) / span for i in range(len(used))]) / len(used)
+    m = np.array([trapezoid(u[i], grid) / span for i in range(len(used))])
+    c = len(used)
+    w = math.ceil(round(epsilon * c, 9))
+    ranking = sorted(range(c), key=lambda i: (m[i], i))
+    worst = sorted(ranking[:w])
+    other = sorted(ranking[w:]) if contrast == "rest" else sorted(ranking[c - w:])
+    gap = u[worst].mean(axis=0) - u[other].mean(axis=0)
+    eps = trapezoid(gap ** 2, grid) / span
+
+    recall = {}
+    counts = {c_: int((labels == c_).sum()) for c_ in set(labels.tolist())}
+    n = len(labels)
+    for k in ks:
+        hits = []
+        for q in range(n):
+            if counts[labels[q].item()] < 2:
+                continue
+            # Ties broken against the query: at equal distance an other-label item comes first.
+            others = sorted(range(n), key=lambda j: (dist[q, j], labels[j] == labels[q]))
+            others = [j for j in others if j != q][:k]
+            hits.append(any(labels[j] == labels[q] for j in others))
+        recall[k] = float(np.mean(hits))
+    return {
+        "labels": used, "tar": tar, "trr": trr, "utility": u, "opis": float(contributions.sum()),
+        "contributions": contributions, "mean_utility": m, "eps_opis": float(eps),
+        "worst": worst, "recall": recall, "dist": dist,
+    }
+
+
+def far_threshold(dist, labels, far, resolution=1e-4, upper=2.0):
+    """Smallest multiple t of ``resolution`` with pooled FAR(t) >= far."""
+    labels = np.asarray(labels)
+    iu, ju = np.triu_indices(len(labels), 1)
+    neg = np.sort(dist[iu, ju][labels[iu] != labels[ju]])
+    count = int(math.ceil(upper / resolution)) + 1
+    for j in range(count):
+        t = j / round(1 / resolution)
+        if np.searchsorted(neg, t, side="right") >= far * len(neg):
+            return t
+    return (count - 1) / round(1 / resolution)
