@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])" 2>/dev/null)
 
-.PHONY: demo test venv bench sample-data clean
+.PHONY: demo test venv bench docs sample-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ sample-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .opis .pytest_cache .hypothesis build *.egg-info
+
+docs: $(STAMP)
+	$(BIN)/python docs/gen_cli.py
