@@ -73,6 +73,13 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
+def _si(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(int(value))
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     return typer.Exit(code)
@@ -87,28 +94,33 @@ class _LazyProgress:
         self.start = time.perf_counter()
         self.progress = None
         self.tasks: dict[str, int] = {}
+        self.stage_start: dict[str, float] = {}
+        self.last_call = self.start
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        now = time.perf_counter()
+        # A stage starts before its first callback: when the previous stage reported last.
+        started = self.stage_start.setdefault(stage, self.last_call)
+        self.last_call = now
         if self.progress is None:
             if time.perf_counter() - self.start < self.delay:
                 return
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("pairs  {task.fields[rate]}"), TimeRemainingColumn(),
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]} pairs"),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                 console=_stderr(), transient=True,
             )
             self.progress.start()
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="")
+            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", count="")
         task = self.tasks[stage]
-        elapsed = self.progress.tasks[task].elapsed or 0.0
+        elapsed = now - started
         rate = f"{done / elapsed / 1e6:,.1f} M/s" if elapsed > 0 else ""
-        self.progress.update(task, completed=done, rate=rate)
+        self.progress.update(task, completed=done, rate=rate, count=f"{_si(done)}/{_si(total)}")
 
     def stop(self) -> None:
         if self.progress is not None:
