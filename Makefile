@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])" 2>/dev/null)
 
-.PHONY: demo test venv bench docs sample-data clean
+.PHONY: demo test venv docs sample-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_engine.py
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/generate.py
