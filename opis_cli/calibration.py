@@ -69,10 +69,13 @@ def resolve_far_range(
     *,
     memory_budget: int,
     progress: ProgressCallback | None = None,
+    threads: int | None = None,
+    kernel: str = "auto",
 ) -> tuple[CalibrationRange, PooledHistogram]:
     """Derive [lo, hi] from pooled FAR bounds with one exact pooled pass over all pairs."""
     edges, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
-    result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress)
+    result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
+                        threads=threads, kernel=kernel)
     pooled = result.histograms
     lo = threshold_at_far(edges, pooled.neg, far_lo)
     hi = threshold_at_far(edges, pooled.neg, far_hi)

@@ -47,6 +47,12 @@ class EpsContrast(str, Enum):
     best = "best"
 
 
+class Kernel(str, Enum):
+    auto = "auto"
+    numba = "numba"
+    numpy = "numpy"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -174,6 +180,10 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.", rich_help_panel="Output")] = False,
     memory_budget: Annotated[str, typer.Option(help="Block working memory, e.g. 512M or 2G. Changes speed only.",
                                                rich_help_panel="Performance")] = f"{DEFAULT_MEMORY_BUDGET >> 20}M",
+    threads: Annotated[Optional[int], typer.Option(help="Threads for matrix products and kernels (default: all cores).",
+                                                   rich_help_panel="Performance")] = None,
+    kernel: Annotated[Kernel, typer.Option(help="Pair kernel: numba (fused, parallel) or numpy (reference).",
+                                           rich_help_panel="Performance")] = Kernel.auto,
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
@@ -193,9 +203,11 @@ def evaluate(
             epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), **config_kwargs,
         )
         budget = parse_memory_size(memory_budget)
+        if threads is not None and threads < 1:
+            raise OpisError(f"--threads must be >= 1, got {threads}")
         report = evaluate_file(
             input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
-            memory_budget=budget, progress=progress,
+            memory_budget=budget, threads=threads, kernel=kernel.value, progress=progress,
         )
         progress.stop()
         run_dir = None

@@ -253,6 +253,8 @@ class PairPassResult:
     neighbours: NeighbourState | None
     pairs: int
     tile: int
+    kernel: str = "numpy"
+    threads: int = 1
 
 
 def exact_pass(
@@ -263,18 +265,70 @@ def exact_pass(
     per_class: bool = True,
     memory_budget: int = 1 << 30,
     progress: ProgressCallback | None = None,
+    kernel: str = "auto",
+    threads: int | None = None,
 ) -> PairPassResult:
     """Visit every unordered pair once; return per-class (or pooled) histograms on ``edges``
     and, when ``kmax > 0``, the Recall@k neighbour state of every item.
 
-    With ``per_class=False`` the result is a :class:`PooledHistogram` (one bincount per pair
-    instead of two: what the calibration pass needs).
+    With ``per_class=False`` the result is a :class:`PooledHistogram` (what the calibration
+    pass needs). ``kernel``: ``"numba"`` (fused, parallel), ``"numpy"`` (the reference block
+    path), or ``"auto"`` (numba when importable). ``threads`` caps BLAS and kernel threads.
     """
+    from .threads import thread_limit
+
+    kernel = resolve_kernel(kernel)
+    with thread_limit(threads) as n_threads:
+        if kernel == "numba":
+            counts, neighbours, tile = _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads)
+        else:
+            counts, neighbours, tile = _numpy_counts(p, edges, kmax, per_class, memory_budget, progress)
+    hist = _finalize(p, np.asarray(edges, np.float64), counts, per_class)
+    return PairPassResult(histograms=hist, neighbours=neighbours, pairs=p.n * (p.n - 1) // 2, tile=tile,
+                          kernel=kernel, threads=n_threads)
+
+
+def resolve_kernel(kernel: str) -> str:
+    if kernel not in ("auto", "numba", "numpy"):
+        raise ValueError(f"unknown kernel {kernel!r}")
+    if kernel == "numpy":
+        return kernel
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        if kernel == "numba":
+            raise
+        return "numpy"
+    return "numba"
+
+
+def _finalize(p: PreparedEmbeddings, edges: np.ndarray, counts, per_class: bool):
+    """Fill the overflow bin (d > t_T) from the known totals, then split anchored counts into
+    negatives. The kernels count bins 0..T-1 only: every class has n_c (N - 1) anchored pairs
+    and n_c (n_c - 1) / 2 positives, so the overflow bin is what is left."""
+    anchored, pos = counts
+    sizes = p.class_sizes.astype(np.int64)
+    n_pos = sizes * (sizes - 1) // 2
+    if per_class:
+        anchored_total = sizes * (p.n - 1)
+    else:
+        anchored_total = np.array([p.n * (p.n - 1) // 2])
+        n_pos = np.array([n_pos.sum()])
+    anchored = np.concatenate([anchored, (anchored_total - anchored.sum(axis=1))[:, None]], axis=1)
+    pos = np.concatenate([pos, (n_pos - pos.sum(axis=1))[:, None]], axis=1)
+    if anchored[:, -1].min(initial=0) < 0 or pos[:, -1].min(initial=0) < 0:
+        raise AssertionError("pair engine counted more pairs than exist")
+    if per_class:
+        return PairHistograms(edges=edges, pos=pos, neg=anchored - 2 * pos)
+    return PooledHistogram(edges=edges, pos=pos[0], neg=anchored[0] - pos[0])
+
+
+def _numpy_counts(p, edges, kmax, per_class, memory_budget, progress):
     bins = ThresholdBins(edges)
-    nb = bins.n_bins
+    t = bins.n_edges
     n_rows = p.n_classes if per_class else 1
-    anchored = np.zeros((n_rows, nb), np.int64)
-    pos = np.zeros((n_rows, nb), np.int64)
+    anchored = np.zeros((n_rows, t), np.int64)
+    pos = np.zeros((n_rows, t), np.int64)
     neighbours = NeighbourState.empty(p.n, kmax) if kmax else None
     tile = tile_size(p.n, memory_budget)
     ws = Workspace(tile)
@@ -282,9 +336,9 @@ def exact_pass(
     done = 0
     for block in iter_blocks(p.n, tile):
         st = block_statistics(p, bins, block, ws, per_class=per_class, kmax=kmax)
-        anchored[st.row_class0:st.row_class0 + len(st.row_counts)] += st.row_counts
-        anchored[st.col_class0:st.col_class0 + len(st.col_counts)] += st.col_counts
-        pos[st.pos_class0:st.pos_class0 + len(st.pos_counts)] += st.pos_counts
+        anchored[st.row_class0:st.row_class0 + len(st.row_counts)] += st.row_counts[:, :t]
+        anchored[st.col_class0:st.col_class0 + len(st.col_counts)] += st.col_counts[:, :t]
+        pos[st.pos_class0:st.pos_class0 + len(st.pos_counts)] += st.pos_counts[:, :t]
         if neighbours is not None:
             neighbours.update(st.i0, st.row_same, st.row_other)
             if st.col_same is not None:
@@ -292,23 +346,110 @@ def exact_pass(
         done += st.pairs
         if progress is not None:
             progress(done, total)
+    return (anchored, pos), neighbours, tile
+
+
+# Fused path: row panels of PANEL_ROWS rows against column chunks of PANEL_COLS columns. A
+# 1024 x 4096 float32 panel (16 MiB) stays in cache between the matrix product that writes it
+# and the kernel that reads it; a 4096 x 4096 block (64 MiB) makes the kernel wait on memory.
+PANEL_ROWS = 1024
+PANEL_COLS = 4096
+
+
+def panel_shape(n: int, memory_budget: int) -> tuple[int, int]:
+    """Rows and columns of a fused-path panel within the memory budget."""
+    # ~16 bytes per panel element: the float32 panel plus per-thread column buffers and slack.
+    elements = max(1, memory_budget // 16)
+    cols = min(n, PANEL_COLS, max(TILE_GRANULE, 4 * math.isqrt(elements)))
+    rows = min(n, PANEL_ROWS, max(TILE_GRANULE, elements // cols))
+    return max(1, rows), max(1, cols)
+
+
+def iter_panels(n: int, rows: int, cols: int):
+    """(i0, i1, j0, j1) covering the upper triangle: each row panel against columns i0..N, the
+    first chunk triangular (only j > i counts)."""
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        for j0 in range(i0, n, cols):
+            yield i0, i1, j0, min(n, j0 + cols)
+
+
+def _panel_pairs(i0, i1, j0, j1) -> int:
+    if j0 != i0:
+        return (i1 - i0) * (j1 - j0)
+    # rows i0..i1-1 against columns j > i within j0..j1-1
+    m, n = i1 - i0, j1 - j0
+    return sum(max(0, n - (r + 1)) for r in range(m)) if m < 64 else int(
+        np.maximum(0, n - np.arange(1, m + 1)).sum())
+
+
+def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads):
+    from . import kernels
+    from .binning import round_down_float32
+
     edges = np.asarray(edges, np.float64)
-    if per_class:
-        hist = PairHistograms(edges=edges, pos=pos, neg=anchored - 2 * pos)
+    t = edges.size
+    upper = round_down_float32(edges)
+    step = (edges[-1] - edges[0]) / (t - 1)
+    e0, inv = np.float32(edges[0]), np.float32(1.0 / step)
+    metric = {"cosine": kernels.METRIC_COSINE, "l2": kernels.METRIC_L2}[p.metric]
+    if p.sq_norms is not None:
+        metric = kernels.METRIC_L2_RAW
+        sq = p.sq_norms
     else:
-        hist = PooledHistogram(edges=edges, pos=pos[0], neg=anchored[0] - pos[0])
-    _check_totals(p, hist)
-    return PairPassResult(histograms=hist, neighbours=neighbours, pairs=total, tile=tile)
-
-
-def _check_totals(p: PreparedEmbeddings, hist) -> None:
-    # Cheap invariant: every pair was counted exactly once. A failure is a bug, not a user error.
-    sizes = p.class_sizes.astype(np.int64)
-    n_pos = sizes * (sizes - 1) // 2
-    n_neg = sizes * (p.n - sizes)
-    if isinstance(hist, PairHistograms):
-        ok = np.array_equal(hist.pos.sum(1), n_pos) and np.array_equal(hist.neg.sum(1), n_neg)
-    else:
-        ok = hist.pos.sum() == n_pos.sum() and 2 * hist.neg.sum() == n_neg.sum()
-    if not ok:
-        raise AssertionError("pair engine lost or double-counted pairs")
+        sq = np.zeros(p.n, np.float32)
+    codes = p.codes
+    bounds = p.class_bounds
+    n_rows = p.n_classes if per_class else 1
+    anchored = np.zeros((n_rows, t), np.int64)
+    pos = np.zeros((n_rows, t), np.int64)
+    neighbours = NeighbourState.empty(p.n, kmax) if kmax else None
+    rows, cols = panel_shape(p.n, memory_budget)
+    g_buf = np.empty(rows * cols, np.float32)
+    total = p.n * (p.n - 1) // 2
+    done = 0
+    kk = max(kmax, 1)
+    for i0, i1, j0, j1 in iter_panels(p.n, rows, cols):
+        m, n = i1 - i0, j1 - j0
+        g = g_buf[: m * n].reshape(m, n)
+        np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
+        rc, cc = codes[i0:i1], codes[j0:j1]
+        same_lo = np.clip(bounds[rc] - j0, 0, n)
+        same_hi = np.clip(bounds[rc + 1] - j0, 0, n)
+        diagonal = i0 == j0
+        if per_class:
+            r0, c0 = int(rc[0]), int(cc[0])
+            nr, nc = int(rc[-1]) - r0 + 1, int(cc[-1]) - c0 + 1
+            row_hist = np.zeros((n_threads, nr * t), np.int64)
+            col_hist = np.zeros((n_threads, nc * t), np.int64)
+            pos_hist = np.zeros((n_threads, nr * t), np.int64)
+            row_same = np.full((m, 1), np.inf, np.float32)
+            row_other = np.full((m, kk), np.inf, np.float32)
+            col_same = np.full((n_threads, n, 1), np.inf, np.float32)
+            col_other = np.full((n_threads, n, kk), np.inf, np.float32)
+            kernels.block_counts(
+                g, (rc - r0) * t, (cc - c0) * t, same_lo, same_hi, diagonal, metric, sq[i0:i1], sq[j0:j1],
+                e0, inv, upper, n_threads, row_hist, col_hist, pos_hist, kmax, row_same, row_other,
+                col_same, col_other,
+            )
+            anchored[r0:r0 + nr] += row_hist.sum(axis=0).reshape(nr, t)
+            anchored[c0:c0 + nc] += col_hist.sum(axis=0).reshape(nc, t)
+            pos[r0:r0 + nr] += pos_hist.sum(axis=0).reshape(nr, t)
+            if neighbours is not None:
+                neighbours.update(i0, row_same[:, 0], row_other)
+                col_best = col_other[0]
+                for th in range(1, n_threads):
+                    col_best = k_smallest(np.concatenate([col_best, col_other[th]], axis=1), kmax, axis=1) \
+                        if kmax > 1 else np.minimum(col_best, col_other[th])
+                neighbours.update(j0, col_same.min(axis=0)[:, 0], col_best)
+        else:
+            all_hist = np.zeros((n_threads, t), np.int64)
+            pos_hist = np.zeros((n_threads, t), np.int64)
+            kernels.block_pooled_counts(g, same_lo, same_hi, diagonal, metric, sq[i0:i1], sq[j0:j1], e0, inv,
+                                        upper, n_threads, all_hist, pos_hist)
+            anchored[0] += all_hist.sum(axis=0)
+            pos[0] += pos_hist.sum(axis=0)
+        done += _panel_pairs(i0, i1, j0, j1)
+        if progress is not None:
+            progress(done, total)
+    return (anchored, pos), neighbours, rows

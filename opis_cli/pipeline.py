@@ -38,6 +38,7 @@ def evaluate(
     eps_contrast: str = "rest",
     k: Sequence[int] = (1,),
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
     progress: StageProgress | None = None,
 ) -> Report:
     """Exact OPIS, eps-OPIS, per-class utility curves and Recall@k of an embedding set.
@@ -52,6 +53,7 @@ def evaluate(
     calib_far : pooled FAR bounds from which [lo, hi] is derived (default 0.001, 0.1).
     thresholds, beta, epsilon, eps_contrast, k : see docs/definitions.md.
     memory_budget : bytes of block working memory; changes speed, never a figure.
+    threads : cap on BLAS and kernel threads (default: all cores this process may use).
     progress : optional ``progress(stage, done, total)`` callback.
 
     Returns
@@ -78,7 +80,7 @@ def evaluate(
     if len(encoded.codes) != emb.shape[0]:
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
     dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array"))
-    return evaluate_dataset(dataset, config, memory_budget=memory_budget, progress=progress)
+    return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, progress=progress)
 
 
 def evaluate_file(
@@ -89,11 +91,14 @@ def evaluate_file(
     label_col: str | None = None,
     config: EvalConfig | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+    kernel: str = "auto",
     progress: StageProgress | None = None,
 ) -> Report:
     """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
-    return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, progress=progress)
+    return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
+                            kernel=kernel, progress=progress)
 
 
 def evaluate_dataset(
@@ -101,9 +106,15 @@ def evaluate_dataset(
     config: EvalConfig,
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+    kernel: str = "auto",
     progress: StageProgress | None = None,
 ) -> Report:
-    """Evaluate a loaded :class:`~opis_cli.io.Dataset` under ``config``."""
+    """Evaluate a loaded :class:`~opis_cli.io.Dataset` under ``config``.
+
+    ``kernel`` picks the pair kernel (``"auto"``, ``"numba"``, ``"numpy"``); like ``threads`` and
+    ``memory_budget`` it changes speed, never a figure.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     n, d = dataset.embeddings.shape
@@ -132,7 +143,8 @@ def evaluate_dataset(
         t1 = time.perf_counter()
         stage = _stage(progress, "calibrating")
         calibration, _ = resolve_far_range(
-            prepared, *config.calib_far, memory_budget=memory_budget, progress=stage,
+            prepared, *config.calib_far, memory_budget=memory_budget, progress=stage, threads=threads,
+            kernel=kernel,
         )
         timings["calibration_pass"] = time.perf_counter() - t1
         passes = 2
@@ -146,7 +158,7 @@ def evaluate_dataset(
     t2 = time.perf_counter()
     result = exact_pass(
         prepared, grid, kmax=kmax, per_class=True, memory_budget=memory_budget,
-        progress=_stage(progress, "counting pairs"),
+        progress=_stage(progress, "counting pairs"), kernel=kernel, threads=threads,
     )
     timings["pair_pass"] = time.perf_counter() - t2
 
@@ -188,7 +200,8 @@ def evaluate_dataset(
         recall_at_k=recall,
         pooled=result.histograms.pooled(),
         engine={"name": "exact", "passes": passes},
-        timings={"tile": result.tile, "pairs": result.pairs, **{k: round(v, 4) for k, v in timings.items()}},
+        timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
+                 **{k: round(v, 4) for k, v in timings.items()}},
     )
 
 

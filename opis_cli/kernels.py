@@ -1,0 +1,221 @@
+"""Fused block kernels (numba): one sweep over a block of inner products does what the numpy
+path (pairs.block_statistics) does in a dozen passes: distance, exact grid bin, per-class
+anchored and positive counts, and Recall@k candidates.
+
+Two facts make it fast:
+
+* pairs beyond the last threshold (d > t_T: most negative pairs) cost one comparison: their bin
+  is never counted but reconstructed at the end from known totals (each class has exactly
+  n_c (N - 1) anchored pairs and n_c (n_c - 1) / 2 positives), which also spares the histogram
+  the serialised increments of one hot counter;
+* rows are grouped by class, so a row's same-class columns are one contiguous range: no
+  per-pair label comparison.
+
+Threads split a block's rows cyclically (balanced for triangles); each thread counts into its
+own slice of the outputs, summed by the caller: no atomics, no races. Compiled on first use and
+cached on disk; importing this module compiles nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def configure_cache() -> None:
+    """Point numba's on-disk cache at a user-writable directory (site-packages may not be)."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        os.environ["NUMBA_CACHE_DIR"] = str(Path(base) / "opis-cli" / "numba")
+
+
+configure_cache()
+
+import numba  # noqa: E402  (after the cache directory is set)
+from numba import njit, prange  # noqa: E402
+
+METRIC_COSINE, METRIC_L2, METRIC_L2_RAW = 0, 1, 2
+
+
+@njit(inline="always")
+def _distance(s, metric, rsq, csq):
+    if metric == METRIC_COSINE:
+        return np.float32(1.0) - s
+    if metric == METRIC_L2:
+        v = np.float32(2.0) - np.float32(2.0) * s
+    else:
+        v = rsq + csq - np.float32(2.0) * s
+    if v < np.float32(0.0):
+        v = np.float32(0.0)
+    return np.float32(math.sqrt(v))
+
+
+@njit(inline="always")
+def _bin(d, e0, inv, upper, n_edges):
+    """Exact bin of an in-range distance (d <= upper[-1]): arithmetic, then corrected."""
+    u = (d - e0) * inv
+    if u <= np.float32(0.0):
+        b = 0
+    elif u >= np.float32(n_edges - 1):
+        b = n_edges - 1
+    else:
+        b = int(u)
+        if b < u:
+            b += 1
+    while b > 0 and d <= upper[b - 1]:
+        b -= 1
+    while d > upper[b]:
+        b += 1
+    return b
+
+
+@njit(inline="always")
+def _insert(buf, k, d):
+    # buf holds the k smallest values seen, ascending.
+    if d >= buf[k - 1]:
+        return
+    p = k - 1
+    while p > 0 and buf[p - 1] > d:
+        buf[p] = buf[p - 1]
+        p -= 1
+    buf[p] = d
+
+
+@njit(inline="always")
+def _row_distances(g, i, j0, n, metric, rs_i, csq, dbuf):
+    for j in range(j0, n):
+        dbuf[j] = _distance(g[i, j], metric, rs_i, csq[j])
+
+
+@njit(inline="always")
+def _in_range(dbuf, ja, jb, hi, idx, start):
+    # Branch-free compaction: write every index, advance only past in-range ones.
+    cnt = start
+    for j in range(ja, jb):
+        idx[cnt] = j
+        cnt += dbuf[j] <= hi
+    return cnt
+
+
+@njit(inline="always")
+def _nearest1(dbuf, ja, jb, best, cols):
+    """k = 1: the row's minimum over ja:jb (four independent chains, not one latency-bound
+    chain) and the elementwise column minima (contiguous, vectorised)."""
+    b0 = best
+    b1 = b2 = b3 = np.float32(np.inf)
+    j = ja
+    while j + 4 <= jb:
+        b0 = min(b0, dbuf[j])
+        b1 = min(b1, dbuf[j + 1])
+        b2 = min(b2, dbuf[j + 2])
+        b3 = min(b3, dbuf[j + 3])
+        j += 4
+    while j < jb:
+        b0 = min(b0, dbuf[j])
+        j += 1
+    for j in range(ja, jb):
+        cols[j] = min(cols[j], dbuf[j])
+    return min(min(b0, b1), min(b2, b3))
+
+
+@njit(inline="always")
+def _nearest(dbuf, ja, jb, kmax, row_buf, col_buf):
+    """Recall@k candidates of a row against columns ja:jb: row_buf holds the row's k smallest,
+    col_buf[j] column j's k smallest in this thread (both ascending)."""
+    if kmax == 1:
+        row_buf[0] = _nearest1(dbuf, ja, jb, row_buf[0], col_buf.reshape(col_buf.shape[0]))
+        return
+    kth = row_buf[kmax - 1]
+    for j in range(ja, jb):
+        d = dbuf[j]
+        if d < kth:
+            _insert(row_buf, kmax, d)
+            kth = row_buf[kmax - 1]
+        if d < col_buf[j, kmax - 1]:
+            _insert(col_buf[j], kmax, d)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv, upper,
+                 n_threads, row_hist, col_hist, pos_hist, kmax, row_same, row_other, col_same, col_other):
+    """Count the in-range pairs of one block of inner products ``g`` (m, n) float32.
+
+    ``row_base[i]`` / ``col_base[j]``: offset of the row's / column's class in the thread's
+    histogram slice (local class index * n_bins); ``same_lo[i]:same_hi[i]``: the columns of row
+    i's class. Bins 0..T-1 only (``upper`` holds the T float32 edges); the overflow bin is
+    reconstructed by the caller. Per thread t: ``row_hist[t]``, ``col_hist[t]``, ``pos_hist[t]``
+    (positives, at the row's offset); with kmax > 0, ``row_same[i, 0]``, ``row_other[i]`` (each
+    row belongs to one thread) and ``col_same[t, j, 0]``, ``col_other[t, j]``.
+    """
+    m, n = g.shape
+    n_edges = upper.shape[0]
+    hi = upper[n_edges - 1]
+    for t in prange(n_threads):
+        rh = row_hist[t]
+        ch = col_hist[t]
+        ph = pos_hist[t]
+        dbuf = np.empty(n, np.float32)
+        idx = np.empty(n + 1, np.int64)
+        for i in range(t, m, n_threads):
+            rb = row_base[i]
+            j0 = i + 1 if diagonal else 0
+            s_lo = max(same_lo[i], j0)
+            s_hi = max(same_hi[i], j0)
+            _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
+            if kmax > 0:
+                _nearest(dbuf, j0, s_lo, kmax, row_other[i], col_other[t])
+                _nearest(dbuf, s_lo, s_hi, 1, row_same[i], col_same[t])
+                _nearest(dbuf, s_hi, n, kmax, row_other[i], col_other[t])
+            # positives: the class's columns, then everything else in range
+            cnt = _in_range(dbuf, s_lo, s_hi, hi, idx, 0)
+            for q in range(cnt):
+                j = idx[q]
+                d = dbuf[j]
+                b = _bin(d, e0, inv, upper, n_edges)
+                rh[rb + b] += 1
+                ch[col_base[j] + b] += 1
+                ph[rb + b] += 1
+            cnt = _in_range(dbuf, j0, s_lo, hi, idx, 0)
+            cnt = _in_range(dbuf, s_hi, n, hi, idx, cnt)
+            for q in range(cnt):
+                j = idx[q]
+                d = dbuf[j]
+                b = _bin(d, e0, inv, upper, n_edges)
+                rh[rb + b] += 1
+                ch[col_base[j] + b] += 1
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def block_pooled_counts(g, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv, upper, n_threads,
+                        all_hist, pos_hist):
+    """Pooled in-range counts of one block: all pairs and positive pairs per bin (per thread)."""
+    m, n = g.shape
+    n_edges = upper.shape[0]
+    hi = upper[n_edges - 1]
+    for t in prange(n_threads):
+        ah = all_hist[t]
+        ph = pos_hist[t]
+        for i in range(t, m, n_threads):
+            rs_i = rsq[i]
+            j0 = i + 1 if diagonal else 0
+            s_lo = max(same_lo[i], j0)
+            s_hi = max(same_hi[i], j0)
+            for j in range(j0, n):
+                d = _distance(g[i, j], metric, rs_i, csq[j])
+                if d > hi:
+                    continue
+                b = _bin(d, e0, inv, upper, n_edges)
+                ah[b] += 1
+                if s_lo <= j < s_hi:
+                    ph[b] += 1
+
+
+def set_threads(n: int) -> None:
+    numba.set_num_threads(n)
+
+
+def get_threads() -> int:
+    return numba.get_num_threads()

@@ -1,0 +1,63 @@
+"""The fused numba kernel against the numpy reference block path: identical counts and
+neighbours, for every metric, panel shape and thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opis_cli.pairs import PairHistograms, exact_pass, iter_panels, panel_shape
+from opis_cli.prepare import prepare_embeddings
+
+
+@st.composite
+def datasets(draw):
+    n = draw(st.integers(3, 90))
+    c = draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    codes = rng.integers(0, c, n)
+    x = rng.normal(size=(c, 5))[codes] * draw(st.sampled_from([0.0, 1.0, 3.0])) + rng.normal(size=(n, 5))
+    if draw(st.booleans()):
+        x[rng.integers(0, n, 3)] = x[0]  # duplicates, across classes too
+    return x.astype(np.float32), codes, c
+
+
+@given(datasets(), st.sampled_from([("cosine", True), ("l2", True), ("l2", False)]),
+       st.integers(2, 30), st.sampled_from([0, 1, 3]), st.sampled_from([1920, 30_000, 1 << 30]),
+       st.sampled_from([1, 2]), st.booleans())
+def test_fused_kernel_equals_numpy_reference(data, metric, t, kmax, budget, threads, per_class):
+    x, codes, c = data
+    p = prepare_embeddings(x, codes, c, metric=metric[0], normalize=metric[1])
+    hi = 2.0 if metric[1] else 2.0 * p.max_norm
+    edges = np.linspace(0.3 * hi, 0.7 * hi, t)
+    kmax = kmax if per_class else 0
+    a = exact_pass(p, edges, kmax=kmax, per_class=per_class, memory_budget=budget, kernel="numba", threads=threads)
+    b = exact_pass(p, edges, kmax=kmax, per_class=per_class, memory_budget=budget, kernel="numpy")
+    np.testing.assert_array_equal(a.histograms.pos, b.histograms.pos)
+    np.testing.assert_array_equal(a.histograms.neg, b.histograms.neg)
+    if kmax:
+        np.testing.assert_array_equal(a.neighbours.same, b.neighbours.same)
+        np.testing.assert_array_equal(np.sort(a.neighbours.other, axis=1), np.sort(b.neighbours.other, axis=1))
+
+
+@pytest.mark.parametrize("n, budget", [(1, 1 << 20), (100, 1920), (1000, 30_000), (5000, 1 << 30)])
+def test_panels_cover_the_upper_triangle_once(n, budget):
+    rows, cols = panel_shape(n, budget)
+    seen = 0
+    for i0, i1, j0, j1 in iter_panels(n, rows, cols):
+        assert j0 >= i0 and i1 <= n and j1 <= n
+        r = np.arange(i0, i1)[:, None]
+        col = np.arange(j0, j1)[None, :]
+        seen += int((col > r).sum())
+    assert seen == n * (n - 1) // 2
+
+
+def test_histograms_add_up_across_disjoint_pair_sets():
+    edges = np.linspace(0, 1, 5)
+    a = PairHistograms(edges, np.ones((2, 6), np.int64), np.ones((2, 6), np.int64))
+    s = a + a
+    assert s.pos.sum() == 24 and s.pooled().neg.sum() == 12
+    with pytest.raises(ValueError):
+        a + PairHistograms(edges + 1, a.pos, a.neg)
