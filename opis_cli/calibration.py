@@ -36,6 +36,7 @@ class CalibrationRange:
     mode: str
     far_target: tuple[float, float] | None = None
     resolution: float | None = None
+    sampled_anchors: int | None = None  # set when the FAR levels were estimated on an anchor sample
 
     def grid(self, thresholds: int) -> np.ndarray:
         """t_1..t_T = linspace(lo, hi, T)."""
@@ -85,3 +86,65 @@ def resolve_far_range(
             "negative distances jump past both FAR levels at once; widen the range or pass --calib"
         )
     return CalibrationRange(lo=lo, hi=hi, mode="far", far_target=(far_lo, far_hi), resolution=step), pooled
+
+
+def sampled_pooled_histogram(p: PreparedEmbeddings, edges: np.ndarray, anchors: int, seed: int,
+                             threads: int | None = None) -> tuple[PooledHistogram, int]:
+    """Pooled histogram of the pairs (a, b), a in a seeded uniform sample of ``anchors`` rows and
+    b any other row: an unbiased sample of all pairs, at a cost of anchors x N distances."""
+    from . import kernels
+    from .binning import round_down_float32
+    from .threads import thread_limit
+
+    edges = np.asarray(edges, np.float64)
+    t = edges.size
+    rng = np.random.default_rng([seed, 4])
+    rows = np.sort(rng.choice(p.n, size=min(p.n, anchors), replace=False))
+    upper = round_down_float32(edges)
+    e0, inv = np.float32(edges[0]), np.float32((t - 1) / (edges[-1] - edges[0]))
+    metric = kernels.METRIC_L2_RAW if p.sq_norms is not None else (
+        kernels.METRIC_COSINE if p.metric == "cosine" else kernels.METRIC_L2)
+    sq = p.sq_norms if p.sq_norms is not None else np.zeros(p.n, np.float32)
+    all_counts = np.zeros(t, np.int64)
+    pos_counts = np.zeros(t, np.int64)
+    with thread_limit(threads) as nt:
+        for r0 in range(0, len(rows), 256):
+            rr = rows[r0:r0 + 256]
+            xr = np.ascontiguousarray(p.x[rr])
+            c = p.codes[rr]
+            for j0 in range(0, p.n, 8192):
+                j1 = min(p.n, j0 + 8192)
+                g = xr @ p.x[j0:j1].T
+                same_lo = np.clip(p.class_bounds[c] - j0, 0, j1 - j0)
+                same_hi = np.clip(p.class_bounds[c + 1] - j0, 0, j1 - j0)
+                ah = np.zeros((nt, t), np.int64)
+                ph = np.zeros((nt, t), np.int64)
+                kernels.block_pooled_counts(g, same_lo, same_hi, False, metric, sq[rr], sq[j0:j1], e0, inv, upper,
+                                            nt, ah, ph)
+                all_counts += ah.sum(axis=0)
+                pos_counts += ph.sum(axis=0)
+    sizes = p.class_sizes[p.codes[rows]].astype(np.int64)
+    # Each anchor meets N - 1 others (its own pair with itself is a same-class column: remove it).
+    pos_total = int((sizes - 1).sum())
+    neg_total = int(len(rows) * (p.n - 1) - pos_total)
+    pos_in = pos_counts.copy()
+    pos_in[0] -= len(rows)  # self pairs (d = 0) land in the first bin
+    neg_in = all_counts - pos_counts
+    pos_h = np.concatenate([pos_in, [pos_total - pos_in.sum()]])
+    neg_h = np.concatenate([neg_in, [neg_total - neg_in.sum()]])
+    return PooledHistogram(edges=edges, pos=pos_h, neg=neg_h), len(rows)
+
+
+def estimate_far_range(p: PreparedEmbeddings, far_lo: float, far_hi: float, *, anchors: int, seed: int,
+                       threads: int | None = None) -> CalibrationRange:
+    """[lo, hi] from pooled FAR bounds estimated on a seeded anchor sample (approximate engines)."""
+    edges, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
+    pooled, used = sampled_pooled_histogram(p, edges, anchors, seed, threads)
+    lo = threshold_at_far(edges, pooled.neg, far_lo)
+    hi = threshold_at_far(edges, pooled.neg, far_hi)
+    if not lo < hi:
+        raise ConfigError(
+            f"--calib-far {far_lo:g}:{far_hi:g} resolves to a single threshold ({lo:g}); widen it or pass --calib"
+        )
+    return CalibrationRange(lo=lo, hi=hi, mode="far", far_target=(far_lo, far_hi), resolution=step,
+                            sampled_anchors=used)

@@ -53,6 +53,19 @@ class Kernel(str, Enum):
     numpy = "numpy"
 
 
+class Index(str, Enum):
+    auto = "auto"
+    exact = "exact"
+    ivf = "ivf"
+    hnsw = "hnsw"
+
+
+class Negatives(str, Enum):
+    auto = "auto"
+    range = "range"
+    sample = "sample"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -140,6 +153,7 @@ class _LazyProgress:
         "  opis evaluate embeddings.parquet --calib 0.1:0.9 --json report.json\n\n"
         "  opis evaluate emb.npy --labels labels.npy --k 1 --k 5 --format markdown\n\n"
         "  opis evaluate data.npz --metric l2 --no-normalize --calib 0.5:4\n\n"
+        "  opis evaluate big.parquet --index ivf --calib-far 1e-5:1e-3      (millions of rows: approximate)\n\n"
         "Every run is saved to .opis/runs/NAME/ (report.json, curves.parquet) and .opis/latest."
     ),
 )
@@ -184,6 +198,25 @@ def evaluate(
                                                    rich_help_panel="Performance")] = None,
     kernel: Annotated[Kernel, typer.Option(help="Pair kernel: numba (fused, parallel) or numpy (reference).",
                                            rich_help_panel="Performance")] = Kernel.auto,
+    index: Annotated[Index, typer.Option(
+        help="exact (every pair), ivf or hnsw (approximate, with error bars), or auto: exact unless that "
+             "would take longer than --max-exact-minutes.", rich_help_panel="Engine")] = Index.auto,
+    max_exact_minutes: Annotated[float, typer.Option(help="Longest estimated exact run --index auto accepts.",
+                                                     rich_help_panel="Engine")] = 10.0,
+    negatives: Annotated[Negatives, typer.Option(
+        help="Approximate engines: in-range negatives by IVF range search, by seeded sampling, or auto "
+             "(range search when hi sits at a low FAR).", rich_help_panel="Engine")] = Negatives.auto,
+    nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default ~4 sqrt(N)).", rich_help_panel="Engine")] = None,
+    nprobe: Annotated[int, typer.Option(help="IVF lists probed per query: higher is slower and more exact.",
+                                        rich_help_panel="Engine")] = 16,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW links per node.", rich_help_panel="Engine")] = 32,
+    ef_search: Annotated[int, typer.Option(help="HNSW search depth: higher is slower and more exact.",
+                                           rich_help_panel="Engine")] = 64,
+    samples_per_anchor: Annotated[Optional[int], typer.Option(
+        help="Negative partners sampled per class (default clip(2e9/N, 1000, 20000)).",
+        rich_help_panel="Engine")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice of the approximate engines.",
+                                      rich_help_panel="Engine")] = 0,
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
@@ -205,9 +238,19 @@ def evaluate(
         budget = parse_memory_size(memory_budget)
         if threads is not None and threads < 1:
             raise OpisError(f"--threads must be >= 1, got {threads}")
+        approx = None
+        if index in (Index.ivf, Index.hnsw, Index.auto):
+            from .approximate import ApproxOptions
+
+            approx = ApproxOptions(
+                index="hnsw" if index is Index.hnsw else "ivf", nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                ef_search=ef_search, negatives=negatives.value, samples_per_anchor=samples_per_anchor, seed=seed,
+            )
         report = evaluate_file(
             input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
-            memory_budget=budget, threads=threads, kernel=kernel.value, progress=progress,
+            memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value, approx=approx,
+            max_exact_seconds=max_exact_minutes * 60, progress=progress,
+            notify=lambda message: _stderr().print(f"[yellow]note:[/] {message}", soft_wrap=True),
         )
         progress.stop()
         run_dir = None

@@ -17,10 +17,10 @@ from .pairs import PairHistograms
 def accepted_at_thresholds(hist: np.ndarray) -> np.ndarray:
     """Counts of pairs with d <= t_k for every grid threshold t_k.
 
-    ``hist[..., b]`` counts pairs in bin b (T + 1 bins); returns ``(..., T)`` int64 where entry k
-    sums bins 0..k.
+    ``hist[..., b]`` counts pairs in bin b (T + 1 bins); returns ``(..., T)`` where entry k sums
+    bins 0..k (int64 for exact counts, float64 for the approximate engine's estimates).
     """
-    return np.cumsum(hist[..., :-1], axis=-1, dtype=np.int64)
+    return np.cumsum(hist[..., :-1], axis=-1)
 
 
 def utility(tar: np.ndarray, trr: np.ndarray, beta: float = 1.0) -> np.ndarray:
@@ -73,8 +73,8 @@ def class_curves(hist: PairHistograms, class_sizes: np.ndarray, beta: float = 1.
     used = np.flatnonzero(sizes >= 2)
     pos_acc = accepted_at_thresholds(hist.pos[used])
     neg_acc = accepted_at_thresholds(hist.neg[used])
-    n_pos = hist.pos[used].sum(axis=1)
-    n_neg = hist.neg[used].sum(axis=1)
+    n_pos = sizes[used] * (sizes[used] - 1) // 2
+    n_neg = sizes[used] * (int(sizes.sum()) - sizes[used])
     tar = pos_acc / n_pos[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         trr = np.where(n_neg[:, None] > 0, 1.0 - neg_acc / np.maximum(n_neg, 1)[:, None], 1.0)

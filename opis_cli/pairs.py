@@ -56,7 +56,9 @@ class PairHistograms:
     def pooled(self) -> "PooledHistogram":
         """All positive pairs and all negative pairs, each counted once (a negative pair
         belongs to two classes' N_c, so the per-class sum counts it twice)."""
-        return PooledHistogram(self.edges, self.pos.sum(axis=0), self.neg.sum(axis=0) // 2)
+        neg = self.neg.sum(axis=0)
+        neg = neg // 2 if np.issubdtype(neg.dtype, np.integer) else neg / 2
+        return PooledHistogram(self.edges, self.pos.sum(axis=0), neg)
 
 
 @dataclass

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .calibration import CalibrationRange, resolve_far_range
+from .calibration import resolve_far_range
 from .config import DEFAULT_CALIB_FAR, DEFAULT_MEMORY_BUDGET, EvalConfig
 from .curves import class_curves
 from .errors import ConfigError, InputError
 from .io import Dataset, InputInfo, as_embedding_matrix, encode_labels, load_dataset
 from .metrics import eps_opis, opis, recall_at_k
 from .pairs import exact_pass
+from .calibration import CalibrationRange
 from .prepare import prepare_embeddings
 from .report import Report
+
+if TYPE_CHECKING:
+    from .approximate import ApproxOptions
 
 # progress(stage, pairs_done, pairs_total); stages: "calibrating", "counting pairs".
 StageProgress = Callable[[str, int, int], None]
@@ -39,6 +43,8 @@ def evaluate(
     k: Sequence[int] = (1,),
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
+    index: str = "auto",
+    approx: "ApproxOptions | None" = None,
     progress: StageProgress | None = None,
 ) -> Report:
     """Exact OPIS, eps-OPIS, per-class utility curves and Recall@k of an embedding set.
@@ -54,6 +60,9 @@ def evaluate(
     thresholds, beta, epsilon, eps_contrast, k : see docs/definitions.md.
     memory_budget : bytes of block working memory; changes speed, never a figure.
     threads : cap on BLAS and kernel threads (default: all cores this process may use).
+    index : ``"exact"``, ``"ivf"``, ``"hnsw"`` (approximate, with error bars; see
+        :mod:`opis_cli.approximate`) or ``"auto"`` (exact unless it would take over 10 minutes).
+    approx : :class:`~opis_cli.approximate.ApproxOptions` for the approximate engines.
     progress : optional ``progress(stage, done, total)`` callback.
 
     Returns
@@ -80,7 +89,8 @@ def evaluate(
     if len(encoded.codes) != emb.shape[0]:
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
     dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array"))
-    return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, progress=progress)
+    return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
+                            approx=approx, progress=progress)
 
 
 def evaluate_file(
@@ -93,12 +103,30 @@ def evaluate_file(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
     kernel: str = "auto",
+    index: str = "auto",
+    approx: "ApproxOptions | None" = None,
+    max_exact_seconds: float = 600.0,
     progress: StageProgress | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Report:
     """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
-                            kernel=kernel, progress=progress)
+                            kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
+                            progress=progress, notify=notify)
+
+
+ENGINES = ("auto", "exact", "ivf", "hnsw")
+# Rough exact-pass cost on a 2-core AVX-512 machine (docs/performance.md): matrix products at
+# ~300 GFLOP/s plus the kernel at ~500 M pairs/s. Only used to choose the engine.
+EXACT_FLOPS_PER_S = 300e9
+EXACT_KERNEL_PAIRS_PER_S = 500e6
+
+
+def estimate_exact_seconds(n: int, d: int, passes: int = 2) -> float:
+    """Rough wall time of the exact engine (``passes`` = 2 with a FAR-derived range)."""
+    pairs = n * (n - 1) / 2
+    return passes * pairs * (2.0 * d / EXACT_FLOPS_PER_S + 1.0 / EXACT_KERNEL_PAIRS_PER_S)
 
 
 def evaluate_dataset(
@@ -108,12 +136,18 @@ def evaluate_dataset(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
     kernel: str = "auto",
+    engine: str = "auto",
+    approx: "ApproxOptions | None" = None,
+    max_exact_seconds: float = 600.0,
     progress: StageProgress | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Report:
     """Evaluate a loaded :class:`~opis_cli.io.Dataset` under ``config``.
 
     ``kernel`` picks the pair kernel (``"auto"``, ``"numba"``, ``"numpy"``); like ``threads`` and
-    ``memory_budget`` it changes speed, never a figure.
+    ``memory_budget`` it changes speed, never a figure. ``engine``: ``"exact"``, ``"ivf"`` or
+    ``"hnsw"`` (approximate, see approximate.py, tuned by ``approx``), or ``"auto"``: exact while
+    its estimated time is at most ``max_exact_seconds``, else ``"ivf"`` (``notify`` is told).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -129,12 +163,23 @@ def evaluate_dataset(
     if kmax > n - 1:
         raise ConfigError(f"--k {kmax} is larger than the database (N - 1 = {n - 1} items per query)")
 
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
     prepared = prepare_embeddings(
         dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
         metric=config.metric, normalize=config.normalize,
     )
     digest = dataset.content_hash()
     timings["prepare"] = time.perf_counter() - t0
+    if engine == "auto":
+        estimate = estimate_exact_seconds(n, d, 1 if config.calib is not None else 2)
+        engine = "exact" if estimate <= max_exact_seconds else "ivf"
+        if engine != "exact" and notify is not None:
+            notify(f"exact evaluation would take about {estimate / 60:.0f} min; using the approximate engine "
+                   f"(--index ivf, with error bars). Pass --index exact to force exact figures.")
+    if engine != "exact":
+        return _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads,
+                                     progress, timings, t0)
 
     passes = 1
     if config.calib is not None:
@@ -171,19 +216,7 @@ def evaluate_dataset(
     timings["metrics"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
 
-    info = dataset.info
-    input_section = {
-        "path": info.path,
-        "format": info.format,
-        "embedding_column": info.embedding_column,
-        "label_column": info.label_column,
-        "n": int(n),
-        "d": int(d),
-        "classes": int(dataset.labels.n_classes),
-        "classes_used": used,
-        "classes_skipped": int(dataset.labels.n_classes - used),
-        "sha256": digest,
-    }
+    input_section = _input_section(dataset, used, digest)
     return Report(
         config=config,
         calibration=calibration,
@@ -202,6 +235,105 @@ def evaluate_dataset(
         engine={"name": "exact", "passes": passes},
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
                  **{k: round(v, 4) for k, v in timings.items()}},
+    )
+
+
+def _input_section(dataset: Dataset, used: int, digest: str) -> dict:
+    info = dataset.info
+    n, d = dataset.embeddings.shape
+    return {
+        "path": info.path,
+        "format": info.format,
+        "embedding_column": info.embedding_column,
+        "label_column": info.label_column,
+        "n": int(n),
+        "d": int(d),
+        "classes": int(dataset.labels.n_classes),
+        "classes_used": used,
+        "classes_skipped": int(dataset.labels.n_classes - used),
+        "sha256": digest,
+    }
+
+
+def _figures(hist, sizes, config: EvalConfig):
+    curves = class_curves(hist, sizes, beta=config.beta)
+    o = opis(curves.utility, curves.grid)
+    e = eps_opis(curves.utility, curves.grid, epsilon=config.epsilon, contrast=config.eps_contrast)
+    return curves, o, e
+
+
+def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads, progress,
+                          timings, t0) -> Report:
+    import dataclasses
+
+    from .approximate import ApproxOptions, approximate_pass
+    from .calibration import estimate_far_range, sampled_pooled_histogram
+
+    opts = approx or ApproxOptions(index=engine)
+    if opts.index != engine:
+        opts = dataclasses.replace(opts, index=engine)
+    n = prepared.n
+    anchors = int(min(n, max(500, 2e9 / n)))
+    t1 = time.perf_counter()
+    if config.calib is not None:
+        calibration = CalibrationRange(lo=config.calib[0], hi=config.calib[1], mode="distance")
+        grid = calibration.grid(config.thresholds)
+        sample, _ = sampled_pooled_histogram(prepared, grid, min(anchors, 200), opts.seed, threads)
+        far_at_hi = float(sample.neg[:-1].sum() / max(1, sample.neg.sum()))
+    else:
+        calibration = estimate_far_range(prepared, *config.calib_far, anchors=anchors, seed=opts.seed,
+                                         threads=threads)
+        grid = calibration.grid(config.thresholds)
+        far_at_hi = config.calib_far[1]
+    timings["calibration"] = time.perf_counter() - t1
+    if not np.all(np.diff(grid) > 0):
+        raise ConfigError(f"calibration range [{calibration.lo:g}, {calibration.hi:g}] is too narrow for "
+                          f"{config.thresholds} distinct thresholds")
+    kmax = max(config.k)
+    result = approximate_pass(prepared, grid, kmax=kmax, opts=opts, far_at_hi=far_at_hi, threads=threads,
+                              progress=progress)
+    curves, o, e = _figures(result.histograms, sizes, config)
+    query_mask = (sizes >= 2)[prepared.codes]
+    recall = recall_at_k(result.neighbours, query_mask, config.k)
+    errors = {}
+    if result.replicates:
+        reps = [_figures(h, sizes, config) for h in result.replicates]
+        g = len(reps)
+        for name, value, vals in (("opis", o.value, [r[1].value for r in reps]),
+                                  ("eps_opis", e.value, [r[2].value for r in reps])):
+            vals = np.asarray(vals)
+            se = float(np.sqrt((g - 1) / g * ((vals - vals.mean()) ** 2).sum()))
+            errors[name] = {"se": se, "interval": [max(0.0, value - 2 * se), value + 2 * se],
+                            "method": f"jackknife over {g} partner groups, +-2 se"}
+    elif result.recall_scaled is not None:
+        _, o2, e2 = _figures(result.recall_scaled, sizes, config)
+        for name, value, other in (("opis", o.value, o2.value), ("eps_opis", e.value, e2.value)):
+            errors[name] = {"se": None, "interval": [min(value, other), max(value, other)],
+                            "method": "in-range counts vs counts divided by the lower 95% bound of the "
+                                      "measured range-search recall"}
+    info = result.info
+    approximation = {
+        "method": "approximate",
+        "index": info.get("index"),
+        "negatives": info["negatives"],
+        "positives": "exact",
+        "options": info["options"],
+        **({"samples_per_anchor": info["samples_per_anchor"], "sample_groups": info["sample_groups"]}
+           if "samples_per_anchor" in info else {}),
+        "expected_in_range_per_query": info["expected_in_range_per_query"],
+        "checks": info.get("checks"),
+        "errors": errors,
+    }
+    timings.update({f"approx_{k}": v for k, v in info["timings"].items()})
+    timings["total"] = time.perf_counter() - t0
+    return Report(
+        config=config, calibration=calibration, input=_input_section(dataset, used, digest),
+        labels=[dataset.labels.values[int(c)] for c in curves.classes], curves=curves, opis=o.value,
+        eps_opis=e.value, opis_contributions=o.contributions, mean_utility=e.mean_utility,
+        mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast, recall_at_k=recall,
+        pooled=result.histograms.pooled(), engine={"name": "approximate", "index": engine},
+        timings={k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+        approximation=approximation,
     )
 
 

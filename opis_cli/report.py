@@ -57,6 +57,7 @@ class Report:
     pooled: PooledHistogram
     engine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    approximation: dict | None = None  # approximate engine: method, diagnostics, error bars
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -112,6 +113,8 @@ class Report:
         if cal.mode == "far":
             calibration["far_target"] = [cal.far_target[0], cal.far_target[1]]
             calibration["resolution"] = cal.resolution
+            if cal.sampled_anchors is not None:
+                calibration["far_estimated_from_anchors"] = cal.sampled_anchors
         calibration.update(
             far_at_lo=self.far_at_lo, far_at_hi=self.far_at_hi,
             tar_at_lo=self.tar_at_lo, tar_at_hi=self.tar_at_hi,
@@ -131,9 +134,10 @@ class Report:
             },
             "pairs": {
                 "positive": int(self.pooled.pos.sum()),
-                "negative": int(self.pooled.neg.sum()),
+                "negative": int(round(float(self.pooled.neg.sum()))),
             },
             "engine": dict(self.engine),
+            **({"approximation": self.approximation} if self.approximation is not None else {}),
             "classes": self.class_rows(),
         }
 
@@ -145,6 +149,15 @@ class Report:
         """(name, value) rows of the headline figures, shared by every renderer."""
         inp = self.input
         cal = self.calibration
+        err = (self.approximation or {}).get("errors", {})
+
+        def with_error(name: str, value: float) -> str:
+            e = err.get(name)
+            if not e:
+                return f"{value:.6g}"
+            lo, hi = e["interval"]
+            return f"{value:.6g}  [{lo:.4g}, {hi:.4g}]"
+
         rows = [
             ("embeddings", f"{inp['n']:,} x {inp['d']}"),
             ("classes used / skipped", f"{inp['classes_used']:,} / {inp['classes_skipped']:,}"),
@@ -152,9 +165,14 @@ class Report:
             ("calibration range", f"[{cal.lo:.6g}, {cal.hi:.6g}] ({len(self.curves.grid)} thresholds)"),
             ("pooled FAR at lo / hi", f"{self.far_at_lo:.4g} / {self.far_at_hi:.4g}"
              + (f" (target {cal.far_target[0]:g} / {cal.far_target[1]:g})" if cal.mode == "far" else "")),
-            ("OPIS", f"{self.opis:.6g}"),
-            (f"eps-OPIS (eps={self.config.epsilon:g}, vs {self.config.eps_contrast})", f"{self.eps_opis:.6g}"),
+            ("OPIS", with_error("opis", self.opis)),
+            (f"eps-OPIS (eps={self.config.epsilon:g}, vs {self.config.eps_contrast})",
+             with_error("eps_opis", self.eps_opis)),
         ]
+        if self.approximation is not None:
+            a = self.approximation
+            rows.insert(2, ("engine", f"approximate: {a['index']['type'] if 'index' in a else a['method']}, "
+                                      f"negatives by {a['negatives']}"))
         for k, v in sorted(self.recall_at_k.items()):
             rows.append((f"Recall@{k}", f"{v:.4f}"))
         return rows
