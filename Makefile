@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])" 2>/dev/null)
 
-.PHONY: demo test venv docs sample-data clean
+.PHONY: demo test venv bench docs sample-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ sample-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .opis .pytest_cache .hypothesis build *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py --n 40000 --d 512 --classes 1000
+	$(BIN)/python benchmarks/bench_approx.py --n 100000 --d 128 --compare
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_cli.py

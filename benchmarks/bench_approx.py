@@ -29,14 +29,23 @@ from opis_cli.pipeline import evaluate_dataset  # noqa: E402
 
 
 def make_data(n: int, d: int, classes: int, seed: int = 0) -> Dataset:
-    """Clustered data with uneven class sizes and spreads (some classes far less compact)."""
+    """Clustered data with uneven class sizes and spreads (some classes far less compact).
+
+    Within-class cosine similarity ranges from ~0.2 to ~0.5 across classes, so positives overlap
+    the calibration range as with a hard real model; ``--diffuse`` makes classes barely
+    separable (a hard case for ANN).
+    """
     rng = np.random.default_rng(seed)
     weights = rng.lognormal(0, 0.7, classes)
     codes = rng.choice(classes, size=n, p=weights / weights.sum())
-    spread = rng.uniform(0.6, 1.4, classes).astype(np.float32)
-    x = rng.normal(size=(classes, d)).astype(np.float32)[codes] * 0.5
+    lo_spread, hi_spread, centre = (0.6, 1.4, 0.5) if DIFFUSE else (1.0, 2.0, 1.0)
+    spread = rng.uniform(lo_spread, hi_spread, classes).astype(np.float32)
+    x = rng.normal(size=(classes, d)).astype(np.float32)[codes] * centre
     x += spread[codes, None] * rng.normal(size=(n, d)).astype(np.float32)
     return Dataset(x, encode_labels(codes), InputInfo(None, "array"))
+
+
+DIFFUSE = False
 
 
 def main(argv=None) -> list[dict]:
@@ -46,21 +55,27 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--classes", type=int, default=0, help="default N / 100")
     ap.add_argument("--index", default="ivf", choices=["ivf", "hnsw"])
     ap.add_argument("--compare", action="store_true", help="also run the exact engine (O(N^2))")
+    ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--diffuse", action="store_true", help="barely separable classes (hard for ANN)")
     args = ap.parse_args(argv)
+    global DIFFUSE
+    DIFFUSE = args.diffuse
     if args.smoke:
         args.n, args.d, args.compare = 4000, 16, True
     ds = make_data(args.n, args.d, args.classes or max(2, args.n // 100))
     results = []
     for far in ((0.001, 0.1), (1e-5, 1e-3)):
-        row: dict = {"n": args.n, "d": args.d, "calib_far": list(far), "index": args.index}
+        row: dict = {"n": args.n, "d": args.d, "calib_far": list(far), "index": args.index,
+                     "diffuse": args.diffuse, "nprobe": args.nprobe}
         config = EvalConfig(calib_far=far, k=(1,))
         t = time.perf_counter()
-        approx = evaluate_dataset(ds, config, engine=args.index, approx=ApproxOptions(index=args.index))
+        approx = evaluate_dataset(ds, config, engine=args.index,
+                                  approx=ApproxOptions(index=args.index, nprobe=args.nprobe))
         row["approx_seconds"] = round(time.perf_counter() - t, 1)
         a = approx.approximation
-        row.update(negatives=a["negatives"], opis=approx.opis, opis_interval=a["errors"]["opis"]["interval"],
+        row.update(negatives=a["negatives"], negatives_note=a.get("negatives_note"), opis=approx.opis, opis_interval=a["errors"]["opis"]["interval"],
                    eps_opis=approx.eps_opis, eps_opis_interval=a["errors"]["eps_opis"]["interval"],
                    recall_at_1=approx.recall_at_k[1], checks=a["checks"],
                    lo=approx.calibration.lo, hi=approx.calibration.hi,

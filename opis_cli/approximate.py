@@ -39,6 +39,7 @@ from .prepare import PreparedEmbeddings
 INDEXES = ("ivf", "hnsw")
 NEGATIVE_MODES = ("auto", "range", "sample")
 SEGMENT_ROWS = 4096
+MIN_RANGE_RECALL = 0.95  # --negatives auto samples instead when range search finds fewer
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ def negatives_by_range(p: PreparedEmbeddings, index, edges: np.ndarray, expected
     bins = ThresholdBins(edges)
     radius = _in_range_radius(p, edges[-1])
     out = np.zeros(p.n_classes * t, np.int64)
-    batch = int(max(1, min(65536, 20_000_000 / max(1.0, expected_per_query))))
+    # ~4M expected results per batch: FAISS holds ~24 bytes per result, the filtering a few more.
+    batch = int(max(1, min(65536, 4_000_000 / max(1.0, expected_per_query))))
     for q0 in range(0, p.n, batch):
         q1 = min(p.n, q0 + batch)
         lims, dist, ids = index.range_search(p.x[q0:q1], radius)
@@ -322,8 +324,9 @@ def check_against_exact(p: PreparedEmbeddings, index, edges, kmax: int, opts: Ap
     true_in, found_in, knn_hit, knn_total = 0, 0, 0, 0
     k = min(kmax + 1, p.n - 1)
     radius = _in_range_radius(p, hi)
-    for s in range(0, len(q), 256):
-        qs = q[s:s + 256]
+    step = max(1, (1 << 24) // p.n)  # queries per batch: ~16M distances (64 MiB) at a time
+    for s in range(0, len(q), step):
+        qs = q[s:s + step]
         g = p.x[qs] @ p.x.T
         if p.sq_norms is not None:
             g = p.sq_norms[qs][:, None] + p.sq_norms[None, :] - 2 * g
@@ -401,6 +404,19 @@ def approximate_pass(
             info["index"] = {"type": "HNSW-Flat", "M": opts.hnsw_m, "ef_construction": opts.ef_construction,
                              "ef_search": opts.ef_search}
 
+    checks = None
+    if index is not None:
+        t4 = time.perf_counter()
+        checks = check_against_exact(p, index, edges, max(kmax, 1), opts, use_range=(mode == "range"))
+        timings["checks"] = time.perf_counter() - t4
+        info["checks"] = checks
+        if mode == "range" and opts.negatives == "auto" and checks["range_recall_lower"] < MIN_RANGE_RECALL:
+            # Cheap is not enough: a range search that misses results would need a wide error bar.
+            mode = "sample"
+            info["negatives"] = mode
+            info["negatives_note"] = (f"range-search recall {checks['range_recall']:.3f} on the check queries is "
+                                      f"below {MIN_RANGE_RECALL}; negatives were sampled instead")
+
     replicates: list[PairHistograms] = []
     recall_scaled = None
     t2 = time.perf_counter()
@@ -434,14 +450,9 @@ def approximate_pass(
         t3 = time.perf_counter()
         neighbours = knn_neighbours(p, index, kmax, same, progress=stage("Recall@k (k-NN search)"))
         timings["knn"] = time.perf_counter() - t3
-    if index is not None:
-        t4 = time.perf_counter()
-        checks = check_against_exact(p, index, edges, max(kmax, 1), opts, use_range=(mode == "range"))
-        timings["checks"] = time.perf_counter() - t4
-        info["checks"] = checks
-        if mode == "range":
-            lower = max(checks["range_recall_lower"], 1e-3)
-            recall_scaled = _histograms_from_inrange(p, edges, pos, hist.neg[:, :-1] / lower)
+    if mode == "range":
+        lower = max(checks["range_recall_lower"], 1e-3)
+        recall_scaled = _histograms_from_inrange(p, edges, pos, hist.neg[:, :-1] / lower)
     info["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return ApproxPassResult(histograms=hist, neighbours=neighbours, replicates=replicates,
                             recall_scaled=recall_scaled, info=info)

@@ -101,7 +101,7 @@ def _in_range(dbuf, ja, jb, hi, idx, start):
     # Branch-free compaction: write every index, advance only past in-range ones.
     cnt = start
     for j in range(ja, jb):
-        idx[cnt] = j
+        idx[cnt] = np.int32(j)
         cnt += dbuf[j] <= hi
     return cnt
 
@@ -177,7 +177,7 @@ def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq,
         ch = col_hist[t]
         ph = pos_hist[t]
         dbuf = np.empty(n, np.float32)
-        idx = np.empty(n + 1, np.int64)
+        idx = np.empty(n + 1, np.int32)
         lanes = np.empty(LANES, np.float32)
         for i in range(t, m, n_threads):
             rb = row_base[i]
@@ -240,11 +240,3 @@ def block_pooled_counts(g, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv
                 ah[b] += 1
                 if s_lo <= j < s_hi:
                     ph[b] += 1
-
-
-def set_threads(n: int) -> None:
-    numba.set_num_threads(n)
-
-
-def get_threads() -> int:
-    return numba.get_num_threads()

@@ -1,17 +1,18 @@
 """The exact pair engine: every unordered pair visited once, in blocks, into mergeable counts.
 
-The pair matrix (rows grouped by class, see prepare.py) is cut into square tiles; a block is
-one tile of rows against one tile of columns, upper triangle only. :func:`block_statistics`
-is the one pure block function: inner products by matrix product into a preallocated buffer,
-distances, exact grid bins, then integer counts:
+Rows are grouped by class (prepare.py), so a class's positive pairs are a few rectangles of the
+pair matrix. Two interchangeable paths compute the same integer counts:
 
-* ``anchored[c, b]``: pairs with an end in class c and distance in bin b (a pair with both
-  ends in c counts twice), from two ``bincount`` calls keyed by (class, bin);
-* ``pos[c, b]``: pairs with both ends in c, from the few within-class rectangles.
+* the fused path (default): row panels of the upper triangle, each a float32 matrix product into
+  a preallocated, cache-resident buffer, swept once by the numba kernel (kernels.py);
+* the numpy reference path: square tiles processed by :func:`block_statistics` in array passes;
+  slower, independent, and the kernel's oracle in the tests.
 
-Per class, ``neg = anchored - 2 * pos`` exactly. All are int64 counts, so blocks merge by
-addition, in any order, on any machine. Recall@k candidates come from the same distances.
-Tile size follows a memory budget; nothing allocates N x N.
+Both produce, per class c and bin b of the threshold grid, ``anchored[c, b]`` (pairs with an end
+in c; a pair with both ends in c counts twice) and ``pos[c, b]``; then ``neg = anchored - 2 pos``.
+Counts are int64 and add up across blocks in any order, on any machine. The overflow bin
+(d > t_T) is reconstructed from the known per-class totals (:func:`_finalize`). Recall@k
+candidates come from the same distances. Nothing allocates N x N.
 """
 
 from __future__ import annotations
@@ -377,12 +378,10 @@ def iter_panels(n: int, rows: int, cols: int):
 
 
 def _panel_pairs(i0, i1, j0, j1) -> int:
+    """Pairs a panel covers: all of it, or (first chunk, j0 == i0) the columns j > i only."""
     if j0 != i0:
         return (i1 - i0) * (j1 - j0)
-    # rows i0..i1-1 against columns j > i within j0..j1-1
-    m, n = i1 - i0, j1 - j0
-    return sum(max(0, n - (r + 1)) for r in range(m)) if m < 64 else int(
-        np.maximum(0, n - np.arange(1, m + 1)).sum())
+    return int(np.maximum(0, (j1 - j0) - np.arange(1, i1 - i0 + 1)).sum())
 
 
 def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads):

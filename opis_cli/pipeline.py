@@ -316,6 +316,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         "method": "approximate",
         "index": info.get("index"),
         "negatives": info["negatives"],
+        **({"negatives_note": info["negatives_note"]} if "negatives_note" in info else {}),
         "positives": "exact",
         "options": info["options"],
         **({"samples_per_anchor": info["samples_per_anchor"], "sample_groups": info["sample_groups"]}

@@ -205,3 +205,12 @@ def test_output_directory_not_writable(small):
     blocker.write_text("")
     assert_user_error(run("evaluate", tmp / "d.parquet", "--calib", "0.2:1", "--out-dir", blocker / "sub"),
                       "cannot create run directory")
+
+
+def test_help_imports_no_heavy_library():
+    # -X importtime lists every module imported: --help must not pay for numpy, numba (JIT) or faiss.
+    for args in (["--help"], ["evaluate", "--help"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "opis_cli", *args], capture_output=True,
+                              text=True, check=True)
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert not imported & {"numpy", "numba", "faiss", "pyarrow", "matplotlib", "scipy"}, args
