@@ -54,7 +54,7 @@ class ApproxOptions:
     ef_search: int = 64
     negatives: str = "auto"
     samples_per_anchor: int | None = None  # default: clip(2e9 / N, 1000, 20000)
-    sample_groups: int = 10
+    sample_groups: int = 20
     check_queries: int = 500
     range_max_per_query: int = 2000
     seed: int = 0

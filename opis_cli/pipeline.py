@@ -297,14 +297,18 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
     recall = recall_at_k(result.neighbours, query_mask, config.k)
     errors = {}
     if result.replicates:
+        from scipy.stats import t as student_t
+
         reps = [_figures(h, sizes, config) for h in result.replicates]
         g = len(reps)
+        # The jackknife se has g - 1 degrees of freedom: a 95% interval needs Student's t, not 2.
+        q = float(student_t.ppf(0.975, g - 1))
         for name, value, vals in (("opis", o.value, [r[1].value for r in reps]),
                                   ("eps_opis", e.value, [r[2].value for r in reps])):
             vals = np.asarray(vals)
             se = float(np.sqrt((g - 1) / g * ((vals - vals.mean()) ** 2).sum()))
-            errors[name] = {"se": se, "interval": [max(0.0, value - 2 * se), value + 2 * se],
-                            "method": f"jackknife over {g} partner groups, +-2 se"}
+            errors[name] = {"se": se, "interval": [max(0.0, value - q * se), value + q * se],
+                            "method": f"jackknife over {g} partner groups, 95% t interval (+-{q:.3f} se)"}
     elif result.recall_scaled is not None:
         _, o2, e2 = _figures(result.recall_scaled, sizes, config)
         for name, value, other in (("opis", o.value, o2.value), ("eps_opis", e.value, e2.value)):

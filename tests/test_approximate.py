@@ -65,7 +65,7 @@ def test_sampled_estimate_has_an_honest_error_bar(dataset, exact):
         lo, hi = r.approximation["errors"]["opis"]["interval"]
         inside += lo <= exact.opis <= hi
         assert abs(r.opis / exact.opis - 1) < 0.05
-    assert inside >= 4  # +-2 se: about 95% coverage
+    assert inside >= 4  # 95% t intervals
 
 
 def test_same_seed_same_json(dataset, exact):
