@@ -12,7 +12,10 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*}
                          recall_at_k is keyed by k as a string: {"1": 0.93}
     pairs                {positive, negative}
-    engine               {name, passes}
+    engine               {name: exact, passes} or {name: approximate, index}
+    approximation        (approximate engines only) {method, index, negatives, positives, options,
+                          checks: {knn_recall, range_recall, ...}, errors: {opis, eps_opis:
+                          {se, interval, method}}} -- see docs/approximate.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps}] in label order
 
