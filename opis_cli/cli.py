@@ -276,7 +276,7 @@ def evaluate(
     # With JSON on stdout, the human-readable summary moves to stderr.
     json_on_stdout = json_path == "-" or fmt is OutputFormat.json
     if fmt is OutputFormat.markdown:
-        sys.stdout.write(report.to_markdown(worst))
+        (sys.stderr if json_on_stdout else sys.stdout).write(report.to_markdown(worst))
     elif fmt is OutputFormat.table or json_on_stdout:
         from rich.console import Console
 

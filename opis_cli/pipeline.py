@@ -208,9 +208,7 @@ def evaluate_dataset(
     timings["pair_pass"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    curves = class_curves(result.histograms, sizes, beta=config.beta)
-    o = opis(curves.utility, grid)
-    e = eps_opis(curves.utility, grid, epsilon=config.epsilon, contrast=config.eps_contrast)
+    curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
     timings["metrics"] = time.perf_counter() - t3
