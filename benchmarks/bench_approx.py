@@ -56,6 +56,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--index", default="ivf", choices=["ivf", "hnsw"])
     ap.add_argument("--compare", action="store_true", help="also run the exact engine (O(N^2))")
     ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--ef-search", type=int, default=64)
+    ap.add_argument("--only-default-calib", action="store_true", help="skip the FAR 1e-5:1e-3 run")
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--diffuse", action="store_true", help="barely separable classes (hard for ANN)")
@@ -66,13 +68,15 @@ def main(argv=None) -> list[dict]:
         args.n, args.d, args.compare = 4000, 16, True
     ds = make_data(args.n, args.d, args.classes or max(2, args.n // 100))
     results = []
-    for far in ((0.001, 0.1), (1e-5, 1e-3)):
+    fars = ((0.001, 0.1),) if args.only_default_calib else ((0.001, 0.1), (1e-5, 1e-3))
+    for far in fars:
         row: dict = {"n": args.n, "d": args.d, "calib_far": list(far), "index": args.index,
-                     "diffuse": args.diffuse, "nprobe": args.nprobe}
+                     "diffuse": args.diffuse, "nprobe": args.nprobe, "ef_search": args.ef_search}
         config = EvalConfig(calib_far=far, k=(1,))
         t = time.perf_counter()
         approx = evaluate_dataset(ds, config, engine=args.index,
-                                  approx=ApproxOptions(index=args.index, nprobe=args.nprobe))
+                                  approx=ApproxOptions(index=args.index, nprobe=args.nprobe,
+                                                      ef_search=args.ef_search))
         row["approx_seconds"] = round(time.perf_counter() - t, 1)
         a = approx.approximation
         row.update(negatives=a["negatives"], negatives_note=a.get("negatives_note"), opis=approx.opis, opis_interval=a["errors"]["opis"]["interval"],

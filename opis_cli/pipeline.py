@@ -288,8 +288,11 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         raise ConfigError(f"calibration range [{calibration.lo:g}, {calibration.hi:g}] is too narrow for "
                           f"{config.thresholds} distinct thresholds")
     kmax = max(config.k)
-    result = approximate_pass(prepared, grid, kmax=kmax, opts=opts, far_at_hi=far_at_hi, threads=threads,
-                              progress=progress)
+    from .threads import thread_limit
+
+    with thread_limit(threads):  # BLAS products outside the exact passes obey --threads too
+        result = approximate_pass(prepared, grid, kmax=kmax, opts=opts, far_at_hi=far_at_hi, threads=threads,
+                                  progress=progress)
     curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
