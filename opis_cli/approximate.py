@@ -235,16 +235,11 @@ def negatives_by_sampling(p: PreparedEmbeddings, edges: np.ndarray, m: int, grou
     number of partners in each group (C, G). Partners: m (or the whole complement if smaller)
     seeded uniform draws without replacement from the other classes."""
     from . import kernels
-    from .binning import round_down_float32
     from .threads import thread_limit
 
     t = len(edges)
-    upper = round_down_float32(edges)
-    step = (edges[-1] - edges[0]) / (t - 1)
-    e0, inv = np.float32(edges[0]), np.float32(1.0 / step)
-    metric = kernels.METRIC_L2_RAW if p.sq_norms is not None else (
-        kernels.METRIC_COSINE if p.metric == "cosine" else kernels.METRIC_L2)
-    sq = p.sq_norms if p.sq_norms is not None else np.zeros(p.n, np.float32)
+    e0, inv, upper = ThresholdBins(edges).kernel_arguments()
+    metric, sq = kernels.metric_arguments(p)
     counts = np.zeros((p.n_classes, groups, t), np.int64)
     partners = np.zeros((p.n_classes, groups), np.int64)
     sizes = p.class_sizes
@@ -260,23 +255,21 @@ def negatives_by_sampling(p: PreparedEmbeddings, edges: np.ndarray, m: int, grou
             u = np.arange(comp) if mc == comp else np.sort(rng.choice(comp, size=mc, replace=False))
             idx = u + (u >= start) * n_c  # skip over class c's own rows
             xs = np.ascontiguousarray(p.x[idx])
-            col_base = (np.arange(mc) % groups).astype(np.int64) * t
-            partners[c] = np.bincount(np.arange(mc) % groups, minlength=groups)
-            zeros_r = np.zeros(1, np.int64)
+            group = np.arange(mc) % groups
+            col_base = group.astype(np.int64) * t  # column-side counts land in the partner's group
+            partners[c] = np.bincount(group, minlength=groups)
             for r0 in range(start, start + n_c, 1024):
                 r1 = min(start + n_c, r0 + 1024)
                 g = p.x[r0:r1] @ xs.T
-                rows = r1 - r0
+                # One class on the rows, no same-class columns (zeros as base and range), no Recall@k.
+                zeros = np.zeros(r1 - r0, np.int64)
                 row_hist = np.zeros((nt, t), np.int64)
                 col_hist = np.zeros((nt, groups * t), np.int64)
                 pos_hist = np.zeros((nt, t), np.int64)
-                empty = np.zeros(rows, np.int64)
-                dummy1 = np.zeros((1, 1), np.float32)
-                dummy3 = np.zeros((1, 1, 1), np.float32)
+                unused2, unused3 = np.zeros((1, 1), np.float32), np.zeros((1, 1, 1), np.float32)
                 kernels.block_counts(
-                    g, np.broadcast_to(zeros_r, rows).copy(), col_base, empty, empty, False, metric,
-                    sq[r0:r1], sq[idx], e0, inv, upper, nt, row_hist, col_hist, pos_hist, 0,
-                    dummy1, dummy1, dummy3, dummy3,
+                    g, zeros, col_base, zeros, zeros, False, metric, sq[r0:r1], sq[idx], e0, inv, upper, nt,
+                    row_hist, col_hist, pos_hist, 0, unused2, unused2, unused3, unused3,
                 )
                 counts[c] += col_hist.sum(axis=0).reshape(groups, t)
             if progress is not None:

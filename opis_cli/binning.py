@@ -38,11 +38,16 @@ class ThresholdBins:
         self.n_edges = edges.size
         self.n_bins = edges.size + 1
         e32 = round_down_float32(edges)
+        self.edges32 = e32
         self._lower = np.concatenate([[-np.inf], e32]).astype(np.float32)
         self._upper = np.concatenate([e32, [np.inf]]).astype(np.float32)
         step = (edges[-1] - edges[0]) / (edges.size - 1)
         self._scale = np.float32(1.0 / step)
         self._offset = np.float32(-edges[0] / step)
+
+    def kernel_arguments(self) -> tuple[np.float32, np.float32, np.ndarray]:
+        """(first edge, 1 / step, float32 edges rounded down): the grid as the numba kernels take it."""
+        return np.float32(self.edges[0]), self._scale, self.edges32
 
     def assign(self, d: np.ndarray, out: np.ndarray, scratch: np.ndarray, flag: np.ndarray) -> np.ndarray:
         """Write the bin of every element of ``d`` into ``out`` (int64, same shape).

@@ -93,18 +93,15 @@ def sampled_pooled_histogram(p: PreparedEmbeddings, edges: np.ndarray, anchors: 
     """Pooled histogram of the pairs (a, b), a in a seeded uniform sample of ``anchors`` rows and
     b any other row: an unbiased sample of all pairs, at a cost of anchors x N distances."""
     from . import kernels
-    from .binning import round_down_float32
+    from .binning import ThresholdBins
     from .threads import thread_limit
 
     edges = np.asarray(edges, np.float64)
     t = edges.size
     rng = np.random.default_rng([seed, 4])
     rows = np.sort(rng.choice(p.n, size=min(p.n, anchors), replace=False))
-    upper = round_down_float32(edges)
-    e0, inv = np.float32(edges[0]), np.float32((t - 1) / (edges[-1] - edges[0]))
-    metric = kernels.METRIC_L2_RAW if p.sq_norms is not None else (
-        kernels.METRIC_COSINE if p.metric == "cosine" else kernels.METRIC_L2)
-    sq = p.sq_norms if p.sq_norms is not None else np.zeros(p.n, np.float32)
+    e0, inv, upper = ThresholdBins(edges).kernel_arguments()
+    metric, sq = kernels.metric_arguments(p)
     all_counts = np.zeros(t, np.int64)
     pos_counts = np.zeros(t, np.int64)
     with thread_limit(threads) as nt:

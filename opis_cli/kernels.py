@@ -46,6 +46,14 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 METRIC_COSINE, METRIC_L2, METRIC_L2_RAW = 0, 1, 2
 
 
+def metric_arguments(p) -> tuple[int, np.ndarray]:
+    """(metric code, squared norms) of prepared embeddings as the kernels take them (norms are
+    only read for raw l2; zeros otherwise)."""
+    if p.sq_norms is not None:
+        return METRIC_L2_RAW, p.sq_norms
+    return (METRIC_COSINE if p.metric == "cosine" else METRIC_L2), np.zeros(p.n, np.float32)
+
+
 @njit(inline="always")
 def _distance(s, metric, rsq, csq):
     if metric == METRIC_COSINE:

@@ -386,19 +386,11 @@ def _panel_pairs(i0, i1, j0, j1) -> int:
 
 def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads):
     from . import kernels
-    from .binning import round_down_float32
 
     edges = np.asarray(edges, np.float64)
     t = edges.size
-    upper = round_down_float32(edges)
-    step = (edges[-1] - edges[0]) / (t - 1)
-    e0, inv = np.float32(edges[0]), np.float32(1.0 / step)
-    metric = {"cosine": kernels.METRIC_COSINE, "l2": kernels.METRIC_L2}[p.metric]
-    if p.sq_norms is not None:
-        metric = kernels.METRIC_L2_RAW
-        sq = p.sq_norms
-    else:
-        sq = np.zeros(p.n, np.float32)
+    e0, inv, upper = ThresholdBins(edges).kernel_arguments()
+    metric, sq = kernels.metric_arguments(p)
     codes = p.codes
     bounds = p.class_bounds
     n_rows = p.n_classes if per_class else 1
