@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -414,16 +414,3 @@ def embedding_matrix_from_arrow(column, name: str = "embedding") -> np.ndarray:
     if d == 0:
         raise InputError(f"embedding column {name!r} holds empty lists")
     return flat.reshape(n, d)
-
-
-def write_parquet(path: str | os.PathLike, embeddings: np.ndarray, labels: Sequence, *,
-                  embedding_col: str = "embedding", label_col: str = "label") -> None:
-    """Write embeddings (fixed_size_list<float32>) and labels as a Parquet table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, d = emb.shape
-    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), d)
-    table = pa.table({embedding_col: col, label_col: pa.array(labels)})
-    pq.write_table(table, path, compression="zstd")

@@ -53,11 +53,6 @@ class NeighbourState:
             both = np.concatenate([self.other[start:stop], other], axis=1)
             self.other[start:stop] = k_smallest(both, self.kmax, axis=1)
 
-    def merge(self, other: "NeighbourState") -> "NeighbourState":
-        out = NeighbourState(self.same.copy(), self.other.copy())
-        out.update(0, other.same, other.other)
-        return out
-
     def hits(self, k: int) -> np.ndarray:
         """Boolean hit@k per item: fewer than k other-label items at distance <= nearest same."""
         if k > self.kmax:

@@ -296,8 +296,10 @@ def resolve_kernel(kernel: str) -> str:
         raise ValueError(f"unknown kernel {kernel!r}")
     if kernel == "numpy":
         return kernel
+    from .threads import numba_module
+
     try:
-        import numba  # noqa: F401
+        numba_module()
     except ImportError:
         if kernel == "numba":
             raise

@@ -61,3 +61,18 @@ def test_histograms_add_up_across_disjoint_pair_sets():
     assert s.pos.sum() == 24 and s.pooled().neg.sum() == 12
     with pytest.raises(ValueError):
         a + PairHistograms(edges + 1, a.pos, a.neg)
+
+
+def test_public_api_runs_on_the_non_spinning_thread_pool():
+    # The pool is fixed at numba's first thread launch; entering through the public API (not by
+    # importing kernels first) must still get the workqueue pool (docs/performance.md).
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, opis_cli, numba; "
+            "opis_cli.evaluate(np.random.default_rng(0).normal(size=(200, 4)), np.arange(200) % 4, calib=(0.2, 1.0)); "
+            "print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "workqueue"
