@@ -30,8 +30,9 @@ def gram_to_distance(
     if row_sq is None:
         np.add(g, np.float32(2.0), out=g)
     else:
-        np.add(g, row_sq[:, None], out=g)
-        np.add(g, col_sq[None, :], out=g)
+        # (|a|^2 + |b|^2) - 2 <a, b>, summed in this order like the kernels (kernels._distance),
+        # so both paths round alike.
+        np.add(g, np.add.outer(row_sq, col_sq), out=g)
     # Rounding can push the squared distance of near-duplicates slightly below zero.
     np.maximum(g, np.float32(0.0), out=g)
     np.sqrt(g, out=g)

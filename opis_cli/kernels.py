@@ -83,9 +83,17 @@ def _insert(buf, k, d):
 
 
 @njit(inline="always")
-def _row_distances(g, i, j0, n, metric, rs_i, csq, dbuf):
-    for j in range(j0, n):
-        dbuf[j] = _distance(g[i, j], metric, rs_i, csq[j])
+def _row_distances(g, i, ja, jb, metric, rs_i, csq, dbuf):
+    # One loop per metric: a metric test inside the loop would keep it from vectorising.
+    if metric == METRIC_COSINE:
+        for j in range(ja, jb):
+            dbuf[j] = _distance(g[i, j], METRIC_COSINE, rs_i, csq[j])
+    elif metric == METRIC_L2:
+        for j in range(ja, jb):
+            dbuf[j] = _distance(g[i, j], METRIC_L2, rs_i, csq[j])
+    else:
+        for j in range(ja, jb):
+            dbuf[j] = _distance(g[i, j], METRIC_L2_RAW, rs_i, csq[j])
 
 
 @njit(inline="always")
@@ -96,43 +104,6 @@ def _in_range(dbuf, ja, jb, hi, idx, start):
         idx[cnt] = np.int32(j)
         cnt += dbuf[j] <= hi
     return cnt
-
-
-LANES = 16
-
-
-@njit(inline="always")
-def _distances_nearest1(g, i, ja, jb, metric, rs_i, csq, dbuf, best, cols, lanes):
-    """Distances of row i to columns ja:jb into dbuf, fused with Recall@1 bookkeeping: the
-    row's minimum (returned) and the elementwise column minima ``cols``.
-
-    LLVM vectorises elementwise minima but not a scalar min reduction (numba's min keeps NaN
-    semantics), so the row minimum is folded into LANES accumulators, reduced at the end.
-    """
-    for k in range(LANES):
-        lanes[k] = best
-    j = ja
-    while j + LANES <= jb:
-        for k in range(LANES):
-            q = j + k
-            d = _distance(g[i, q], metric, rs_i, csq[q])
-            dbuf[q] = d
-            v = lanes[k]
-            lanes[k] = v if v < d else d
-            c = cols[q]
-            cols[q] = c if c < d else d
-        j += LANES
-    for q in range(j, jb):
-        d = _distance(g[i, q], metric, rs_i, csq[q])
-        dbuf[q] = d
-        v = lanes[0]
-        lanes[0] = v if v < d else d
-        c = cols[q]
-        cols[q] = c if c < d else d
-    out = lanes[0]
-    for k in range(1, LANES):
-        out = out if out < lanes[k] else lanes[k]
-    return out
 
 
 @njit(inline="always")
@@ -160,6 +131,11 @@ def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq,
     reconstructed by the caller. Per thread t: ``row_hist[t]``, ``col_hist[t]``, ``pos_hist[t]``
     (positives, at the row's offset); with kmax > 0, ``row_same[i, 0]``, ``row_other[i]`` (each
     row belongs to one thread) and ``col_same[t, j, 0]``, ``col_other[t, j]``.
+
+    With kmax == 1 the minima are taken over the in-range pairs only (d <= t_T): a nearest
+    neighbour nearly always is one, and the pairs are visited anyway, whereas a minimum over
+    every pair cost as much as all the counting. Minima that stay +inf are resolved exactly by
+    the caller where they decide a query (pairs.resolve_far_neighbours).
     """
     m, n = g.shape
     n_edges = upper.shape[0]
@@ -168,29 +144,22 @@ def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq,
         rh = row_hist[t]
         ch = col_hist[t]
         ph = pos_hist[t]
+        cs = col_same[t, :, 0]
+        co = col_other[t, :, 0]
         dbuf = np.empty(n, np.float32)
         idx = np.empty(n + 1, np.int32)
-        lanes = np.empty(LANES, np.float32)
         for i in range(t, m, n_threads):
             rb = row_base[i]
             j0 = i + 1 if diagonal else 0
             s_lo = max(same_lo[i], j0)
             s_hi = max(same_hi[i], j0)
-            if kmax == 1:
-                co = col_other[t].reshape(n)
-                cs = col_same[t].reshape(n)
-                ro = row_other[i]
-                ro[0] = _distances_nearest1(g, i, j0, s_lo, metric, rsq[i], csq, dbuf, ro[0], co, lanes)
-                row_same[i, 0] = _distances_nearest1(g, i, s_lo, s_hi, metric, rsq[i], csq, dbuf,
-                                                     row_same[i, 0], cs, lanes)
-                ro[0] = _distances_nearest1(g, i, s_hi, n, metric, rsq[i], csq, dbuf, ro[0], co, lanes)
-            else:
-                _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
-                if kmax > 1:
-                    _nearest(dbuf, j0, s_lo, kmax, row_other[i], col_other[t])
-                    _nearest(dbuf, s_lo, s_hi, 1, row_same[i], col_same[t])
-                    _nearest(dbuf, s_hi, n, kmax, row_other[i], col_other[t])
+            _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
+            if kmax > 1:
+                _nearest(dbuf, j0, s_lo, kmax, row_other[i], col_other[t])
+                _nearest(dbuf, s_lo, s_hi, 1, row_same[i], col_same[t])
+                _nearest(dbuf, s_hi, n, kmax, row_other[i], col_other[t])
             # positives: the class's columns, then everything else in range
+            best = row_same[i, 0]
             cnt = _in_range(dbuf, s_lo, s_hi, hi, idx, 0)
             for q in range(cnt):
                 j = idx[q]
@@ -199,6 +168,12 @@ def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq,
                 rh[rb + b] += 1
                 ch[col_base[j] + b] += 1
                 ph[rb + b] += 1
+                if kmax == 1:
+                    best = best if best < d else d
+                    c = cs[j]
+                    cs[j] = c if c < d else d
+            row_same[i, 0] = best
+            best = row_other[i, 0]
             cnt = _in_range(dbuf, j0, s_lo, hi, idx, 0)
             cnt = _in_range(dbuf, s_hi, n, hi, idx, cnt)
             for q in range(cnt):
@@ -207,6 +182,11 @@ def block_counts(g, row_base, col_base, same_lo, same_hi, diagonal, metric, rsq,
                 b = _bin(d, e0, inv, upper, n_edges)
                 rh[rb + b] += 1
                 ch[col_base[j] + b] += 1
+                if kmax == 1:
+                    best = best if best < d else d
+                    c = co[j]
+                    co[j] = c if c < d else d
+            row_other[i, 0] = best
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -219,16 +199,32 @@ def block_pooled_counts(g, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv
     for t in prange(n_threads):
         ah = all_hist[t]
         ph = pos_hist[t]
+        dbuf = np.empty(n, np.float32)
+        idx = np.empty(n + 1, np.int32)
         for i in range(t, m, n_threads):
-            rs_i = rsq[i]
             j0 = i + 1 if diagonal else 0
             s_lo = max(same_lo[i], j0)
             s_hi = max(same_hi[i], j0)
-            for j in range(j0, n):
-                d = _distance(g[i, j], metric, rs_i, csq[j])
-                if d > hi:
-                    continue
-                b = _bin(d, e0, inv, upper, n_edges)
+            _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
+            cnt = _in_range(dbuf, j0, n, hi, idx, 0)
+            for q in range(cnt):
+                j = idx[q]
+                b = _bin(dbuf[j], e0, inv, upper, n_edges)
                 ah[b] += 1
                 if s_lo <= j < s_hi:
                     ph[b] += 1
+
+
+@njit(cache=True, nogil=True)
+def masked_row_minima(g, metric, rsq, csq, skip_lo, skip_hi, out):
+    """out[i] = min(out[i], min over j outside skip_lo[i]:skip_hi[i] of the distance g[i, j]),
+    with the kernels' own distance arithmetic."""
+    m, n = g.shape
+    for i in range(m):
+        best = out[i]
+        for j in range(n):
+            if skip_lo[i] <= j < skip_hi[i]:
+                continue
+            d = _distance(g[i, j], metric, rsq[i], csq[j])
+            best = best if best < d else d
+        out[i] = best

@@ -284,11 +284,51 @@ def exact_pass(
     with thread_limit(threads) as n_threads:
         if kernel == "numba":
             counts, neighbours, tile = _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads)
+            if kmax == 1:
+                hi = ThresholdBins(edges).kernel_arguments()[2][-1]
+                resolve_far_neighbours(p, neighbours, hi, memory_budget)
         else:
             counts, neighbours, tile = _numpy_counts(p, edges, kmax, per_class, memory_budget, progress)
     hist = _finalize(p, np.asarray(edges, np.float64), counts, per_class)
     return PairPassResult(histograms=hist, neighbours=neighbours, pairs=p.n * (p.n - 1) // 2, tile=tile,
                           kernel=kernel, threads=n_threads)
+
+
+def resolve_far_neighbours(p: PreparedEmbeddings, neighbours: NeighbourState, hi: float, memory_budget: int) -> None:
+    """Complete Recall@1 minima that the fused kernel leaves at +inf (it only looks at pairs
+    with d <= hi, the last threshold; kernels.block_counts), in place:
+
+    * ``same[i]`` for every item of a class with two or more members, exactly (one matrix product
+      of the item against its own class);
+    * ``other[i]`` where no other-label item is within hi and the nearest same-label item is not
+      either (the only case where the query's outcome depends on it), exactly, against all items.
+
+    Afterwards ``same`` is exact and ``other[i]`` is exact or +inf with a hit either way
+    (the nearest same-label item within hi, no other-label item there), so hits(1) is exact.
+    """
+    from . import kernels
+
+    metric, sq = kernels.metric_arguments(p)
+    sizes = p.class_sizes
+    bounds = p.class_bounds
+    same, other = neighbours.same, neighbours.other[:, 0]
+    missing = np.flatnonzero(np.isinf(same) & (sizes[p.codes] >= 2))
+    for c in np.unique(p.codes[missing]):
+        s, e = int(bounds[c]), int(bounds[c + 1])
+        rows = missing[(missing >= s) & (missing < e)]
+        step = max(1, memory_budget // (8 * (e - s)))  # a products block stays within the budget
+        for r0 in range(0, rows.size, step):
+            r = rows[r0:r0 + step]
+            out = same[r].copy()
+            kernels.masked_row_minima(p.x[r] @ p.x[s:e].T, metric, sq[r], sq[s:e], r - s, r - s + 1, out)
+            same[r] = out
+    need = np.flatnonzero(np.isinf(other) & (same > hi) & (sizes[p.codes] >= 2))
+    step = max(1, memory_budget // (8 * p.n))
+    for r0 in range(0, need.size, step):
+        r = need[r0:r0 + step]
+        out = other[r].copy()
+        kernels.masked_row_minima(p.x[r] @ p.x.T, metric, sq[r], sq, bounds[p.codes[r]], bounds[p.codes[r] + 1], out)
+        other[r] = out
 
 
 def resolve_kernel(kernel: str) -> str:

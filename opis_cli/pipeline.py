@@ -316,6 +316,17 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
             errors[name] = {"se": None, "interval": [min(value, other), max(value, other)],
                             "method": "in-range counts vs counts divided by the lower 95% bound of the "
                                       "measured range-search recall"}
+    checks = result.info.get("checks") or {}
+    if checks.get("recall_at_k_queries"):
+        from .approximate import wilson_interval
+
+        nq = checks["recall_at_k_queries"]
+        errors["recall_at_k"] = {
+            str(k): {"exact_on_sample": checks["recall_at_k_hits"][str(k)] / nq, "queries": nq,
+                     "interval": list(wilson_interval(checks["recall_at_k_hits"][str(k)], nq)),
+                     "method": f"exact search for {nq} seeded check queries, 95% Wilson interval; the "
+                               "index's figure over all items leans high when the k-NN recall is below 1"}
+            for k in config.k}
     info = result.info
     approximation = {
         "method": "approximate",

@@ -15,7 +15,8 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     engine               {name: exact, passes} or {name: approximate, index}
     approximation        (approximate engines only) {method, index, negatives, positives, options,
                           checks: {knn_recall, range_recall, ...}, errors: {opis, eps_opis:
-                          {se, interval, method}}} -- see docs/approximate.md
+                          {se, interval, method}, recall_at_k: {k: {exact_on_sample, queries,
+                          interval, method}}}} -- see docs/approximate.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps}] in label order
 
@@ -176,8 +177,12 @@ class Report:
             a = self.approximation
             rows.insert(2, ("engine", f"approximate: {a['index']['type'] if 'index' in a else a['method']}, "
                                       f"negatives by {a['negatives']}"))
+        sampled = err.get("recall_at_k", {})
         for k, v in sorted(self.recall_at_k.items()):
-            rows.append((f"Recall@{k}", f"{v:.4f}"))
+            s = sampled.get(str(k))
+            extra = (f" (index); exact on {s['queries']} sampled queries: {s['exact_on_sample']:.4f} "
+                     f"[{s['interval'][0]:.4f}, {s['interval'][1]:.4f}]") if s else ""
+            rows.append((f"Recall@{k}", f"{v:.4f}{extra}"))
         return rows
 
     def to_markdown(self, worst: int = 10) -> str:

@@ -4,6 +4,7 @@ they state their method, diagnostics and error bars."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,17 +98,23 @@ def test_cli_approximate_report_states_method_and_errors(tmp_path):
     a = report["approximation"]
     assert report["engine"] == {"name": "approximate", "index": "ivf"}
     assert a["negatives"] == "sample" and a["positives"] == "exact"
-    assert set(a["errors"]) == {"opis", "eps_opis"} and a["errors"]["opis"]["se"] > 0
+    assert set(a["errors"]) == {"opis", "eps_opis", "recall_at_k"} and a["errors"]["opis"]["se"] > 0
     assert 0 < a["checks"]["knn_recall"] <= 1
     assert a["options"]["samples_per_anchor"] == 400 and a["options"]["seed"] == 0
+    # Recall@1 by exact search on the check queries: its interval holds the exact engine's figure.
+    sampled = a["errors"]["recall_at_k"]["1"]
+    assert sampled["queries"] == 500
+    exact = json.loads((Path(__file__).parent / "golden" / "model_b.json").read_text())
+    lo, hi = sampled["interval"]
+    assert lo <= exact["metrics"]["recall_at_k"]["1"] <= hi
+    assert lo <= sampled["exact_on_sample"] <= hi
 
 
 def test_benchmark_smoke_runs():
     import importlib.util
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "benchmarks"
-    for name in ("bench_engine", "bench_approx"):
+    for name in ("bench_engine", "bench_approx", "coverage_approx"):
         spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -176,3 +176,30 @@ def test_far_calibration_matches_bruteforce(case, far):
     assert report.far_at_lo == pytest.approx(np.mean(neg <= lo), abs=1e-12)
     assert report.far_at_hi == pytest.approx(np.mean(neg <= hi), abs=1e-12)
     assert report.far_at_lo >= far[0] - 1e-12
+
+
+@pytest.mark.parametrize("cut", ["sampled", "too_low", "none"])
+def test_far_calibration_grid_cut_never_changes_the_range(monkeypatch, cut):
+    # The calibration pass counts on a fine grid cut at a sampled upper bound; a cut too low must
+    # be detected and the pass repeated, so the range is that of the whole grid in every case.
+    from opis_cli import calibration
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 12, 700)
+    x = rng.normal(size=(12, 8))[labels] + rng.normal(size=(700, 8)) * 1.2
+    whole = opis_cli.evaluate(x, labels, calib_far=(0.01, 0.2))
+    passes = []
+    orig_pass = calibration.exact_pass
+    monkeypatch.setattr(calibration, "exact_pass", lambda *a, **k: passes.append(len(a[1])) or orig_pass(*a, **k))
+    if cut == "too_low":
+        monkeypatch.setattr(calibration, "_upper_edge_index", lambda *a: 3)
+    elif cut == "none":
+        monkeypatch.setattr(calibration, "_upper_edge_index", lambda p, edges, *a: len(edges) - 1)
+    report = opis_cli.evaluate(x, labels, calib_far=(0.01, 0.2))
+    assert (report.calibration.lo, report.calibration.hi) == (whole.calibration.lo, whole.calibration.hi)
+    assert report.to_json() == whole.to_json()
+    full = len(calibration.fine_edges(2.0)[0])
+    if cut == "sampled":
+        assert len(passes) == 1 and passes[0] < full / 2  # one pass, on a cut grid
+    else:
+        assert passes == {"too_low": [4, full], "none": [full]}[cut]
