@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+NOW := $(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(BIN)/opis evaluate sample_data/model_a.parquet --name demo-model-a-$$(date +%Y%m%d-%H%M%S) --k 1 --k 5
-	$(BIN)/opis evaluate sample_data/model_b.parquet --name demo-model-b-$$(date +%Y%m%d-%H%M%S) --k 1 --k 5
+	$(BIN)/opis evaluate sample_data/model_a.parquet --name demo-model-a-$(NOW) --k 1 --k 5
+	$(BIN)/opis evaluate sample_data/model_b.parquet --name demo-model-b-$(NOW) --k 1 --k 5
+	$(BIN)/opis plot .opis/runs/demo-model-a-$(NOW) .opis/runs/demo-model-b-$(NOW) --kind compare \
+		--title "Sample data: model A vs model B" --out .opis/demo-compare.png
+	$(BIN)/opis plot --kind distributions --out .opis/demo-distributions.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

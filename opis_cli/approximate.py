@@ -255,9 +255,9 @@ def negatives_by_sampling(p: PreparedEmbeddings, edges: np.ndarray, m: int, grou
             u = np.arange(comp) if mc == comp else np.sort(rng.choice(comp, size=mc, replace=False))
             idx = u + (u >= start) * n_c  # skip over class c's own rows
             xs = np.ascontiguousarray(p.x[idx])
-            # Groups must be exchangeable random subsamples for the jackknife: dealing the sorted
-            # partners round-robin made each group a class-stratified sample, the groups too
-            # alike, and the stated error ~30% too small (benchmarks/coverage_approx.py).
+            # Groups must be exchangeable random subsamples for the jackknife; dealing the sorted
+            # partners round-robin would make each a class-stratified sample, more alike than
+            # chance (coverage measured in docs/approximate.md).
             group = rng.permutation(mc) % groups
             col_base = group.astype(np.int64) * t  # column-side counts land in the partner's group
             partners[c] = np.bincount(group, minlength=groups)

@@ -288,6 +288,48 @@ def evaluate(
             console.print(f"saved {run_dir}", style="dim")
 
 
+class PlotKind(str, Enum):
+    curves = "curves"
+    compare = "compare"
+    pareto = "pareto"
+    distributions = "distributions"
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis plot --out curves.png                              (the last run)\n\n"
+        "  opis plot .opis/runs/base .opis/runs/tcm --kind compare --out before_after.svg\n\n"
+        "  opis plot runs/*/ --kind pareto --out pareto.pdf\n\n"
+        "  opis plot --kind distributions --out dist.png --dpi 200"
+    ),
+)
+def plot(
+    runs: Annotated[Optional[List[str]], typer.Argument(
+        metavar="[RUN_OR_REPORT]...",
+        help="Run directories or report.json files (default: the last run, OUT_DIR/latest).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image to write: .png, .svg or .pdf.")] = ...,
+    kind: Annotated[PlotKind, typer.Option(help="curves: per-class utility; compare: runs side by side; "
+                                                "pareto: OPIS vs 1 - Recall@1; distributions: pair distances.")]
+    = PlotKind.curves,
+    dpi: Annotated[int, typer.Option(help="Resolution of PNG output (dots per inch).")] = 150,
+    title: Annotated[Optional[str], typer.Option(help="Figure title (default: describes the figure).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where runs are saved (for the default run).")]
+    = Path(".opis"),
+) -> None:
+    """Draw a saved run (or several): **per-class utility curves**, a comparison, an
+    accuracy-vs-consistency plot, or pair-distance distributions."""
+    try:
+        from .plot import plot_runs
+        from .runs import load_run
+
+        loaded = [load_run(r, out_dir) for r in runs] if runs else [load_run(None, out_dir)]
+        written = plot_runs(loaded, out, kind=kind.value, dpi=dpi, title=title)
+    except OpisError as exc:
+        raise _fail(str(exc)) from None
+    _stderr().print(f"wrote {written}", style="dim")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -212,6 +212,9 @@ def evaluate_dataset(
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
     timings["metrics"] = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    distributions = _distributions(prepared, dataset, curves, e, memory_budget, threads)
+    timings["distributions"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
 
     input_section = _input_section(dataset, used, digest)
@@ -231,6 +234,7 @@ def evaluate_dataset(
         recall_at_k=recall,
         pooled=result.histograms.pooled(),
         engine={"name": "exact", "passes": passes},
+        distributions=distributions,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
                  **{k: round(v, 4) for k, v in timings.items()}},
     )
@@ -251,6 +255,22 @@ def _input_section(dataset: Dataset, used: int, digest: str) -> dict:
         "classes_skipped": int(dataset.labels.n_classes - used),
         "sha256": digest,
     }
+
+
+PLOTTED_WORST_CLASSES = 4
+
+
+def _distributions(prepared, dataset, curves, e, memory_budget, threads):
+    """Whole-span distance distributions, pooled and of the few worst classes (for plots)."""
+    from .distributions import distance_distributions
+    from .threads import thread_limit
+
+    rows = [int(i) for i in e.worst]
+    rows = sorted(rows, key=lambda i: (e.mean_utility[i], i))[:PLOTTED_WORST_CLASSES]
+    codes = [int(curves.classes[i]) for i in rows]
+    with thread_limit(threads):
+        return distance_distributions(prepared, codes, [dataset.labels.values[c] for c in codes],
+                                      memory_budget=memory_budget)
 
 
 def _figures(hist, sizes, config: EvalConfig):
@@ -351,6 +371,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         pooled=result.histograms.pooled(), engine={"name": "approximate", "index": engine},
         timings={k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
         approximation=approximation,
+        distributions=_distributions(prepared, dataset, curves, e, DEFAULT_MEMORY_BUDGET, threads),
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from .calibration import CalibrationRange
 from .config import EvalConfig
 from .curves import ClassCurves
 from .pairs import PooledHistogram
+
+if TYPE_CHECKING:
+    from .distributions import DistanceDistributions
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +66,7 @@ class Report:
     engine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     approximation: dict | None = None  # approximate engine: method, diagnostics, error bars
+    distributions: "DistanceDistributions | None" = None  # for plots; saved beside, not in the JSON
 
     # ------------------------------------------------------------------ derived figures
     @property

@@ -1,7 +1,8 @@
 """Run directories and atomic file output.
 
-A run is saved as ``<out_dir>/runs/<name>/`` holding report.json, curves.parquet and run.json
-(timings, command line: the things that may differ between identical runs). The directory is
+A run is saved as ``<out_dir>/runs/<name>/`` holding report.json, curves.parquet,
+distributions.parquet (whole-span pair-distance histograms, for plots) and run.json (timings,
+command line: the things that may differ between identical runs). The directory is
 filled under a temporary name and renamed into place, then ``<out_dir>/latest`` is switched to
 it, so a reader never sees a half-written run and an interrupted run leaves ``latest`` alone.
 """
@@ -13,10 +14,16 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from .errors import InputError, OpisError
+
+if TYPE_CHECKING:
+    from .distributions import DistanceDistributions
 
 DEFAULT_OUT_DIR = ".opis"
 
@@ -46,6 +53,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise OpisError(f"cannot write {target}: no permission to write in {directory}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; an output file gets the permissions any new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
@@ -99,6 +110,9 @@ def save_run(report, out_dir: str | os.PathLike = DEFAULT_OUT_DIR, name: str | N
         atomic_write_text(staging / "report.json", report.to_json())
         table = report.curves_table()
         atomic_write(staging / "curves.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
+        if report.distributions is not None:
+            dist = report.distributions.to_table()
+            atomic_write(staging / "distributions.parquet", lambda p: pq.write_table(dist, p, compression="zstd"))
         meta = {"name": final.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "timings": report.timings, **(extra or {})}
         atomic_write_text(staging / "run.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -144,3 +158,69 @@ def resolve_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLik
     if not p.is_file():
         raise InputError(f"no report at {p}")
     return p
+
+
+@dataclass
+class SavedRun:
+    """A saved evaluation as read back for plots and comparisons: the report's JSON and, when the
+    run directory has them, the per-class curves and the distance distributions."""
+
+    name: str
+    report: dict
+    grid: np.ndarray | None = None  # (T,) thresholds
+    utility: np.ndarray | None = None  # (C, T), classes in the report's label order
+    mean_curve: np.ndarray | None = None  # (T,)
+    labels: list | None = None  # (C,)
+    distributions: "DistanceDistributions | None" = None
+
+
+def load_report_json(path: Path) -> dict:
+    """A report.json as a dict, after checking that it is one this version can read."""
+    from .report import SCHEMA_VERSION
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not an opis report (cannot read it as JSON: {exc})") from None
+    if not isinstance(data, dict) or "schema_version" not in data or "metrics" not in data:
+        raise InputError(f"{path} is not an opis report (no schema_version/metrics)")
+    if not isinstance(data["schema_version"], int) or data["schema_version"] > SCHEMA_VERSION:
+        raise InputError(f"{path} has report schema version {data['schema_version']!r}; this opis-cli "
+                         f"reads up to {SCHEMA_VERSION} (upgrade opis-cli)")
+    return data
+
+
+def load_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLike = DEFAULT_OUT_DIR) -> SavedRun:
+    """Read a run directory, a report.json, or (no path) ``out_dir/latest``."""
+    import pyarrow.parquet as pq
+
+    report_path = resolve_run(path, out_dir).resolve()  # through `latest`: the run's own name
+    report = load_report_json(report_path)
+    folder = report_path.parent
+    is_run_dir = (folder / "curves.parquet").is_file() and report_path.name == "report.json"
+    name = folder.name if is_run_dir else report_path.stem
+    run = SavedRun(name=name, report=report)
+    curves_path = folder / "curves.parquet"
+    if is_run_dir:
+        try:
+            table = pq.read_table(curves_path)
+            curve = np.asarray(table.column("curve").to_pylist())
+            thresholds = table.column("threshold").to_numpy()
+            utility = table.column("utility").to_numpy()
+            is_mean = curve == "mean"
+            run.grid = thresholds[is_mean]
+            t = len(run.grid)
+            run.mean_curve = utility[is_mean]
+            run.utility = utility[~is_mean].reshape(-1, t)
+            run.labels = table.column("label").to_pylist()[: (~is_mean).sum()][::t]
+        except Exception as exc:  # any unreadable or foreign table is a bad input, not a crash
+            raise InputError(f"{curves_path} is not a readable curves table: {exc}") from None
+    dist_path = folder / "distributions.parquet"
+    if is_run_dir and dist_path.is_file():
+        from .distributions import DistanceDistributions
+
+        try:
+            run.distributions = DistanceDistributions.from_table(pq.read_table(dist_path))
+        except Exception as exc:
+            raise InputError(f"{dist_path} is not a readable distributions table: {exc}") from None
+    return run

@@ -36,8 +36,12 @@ def test_readme_starts_with_the_two_setup_commands():
 
 
 def test_core_never_imports_the_cli_rich_or_matplotlib():
-    core = [p for p in (ROOT / "opis_cli").glob("*.py") if p.name not in ("cli.py", "render.py", "__main__.py")]
+    leaves = ("cli.py", "render.py", "plot.py", "__main__.py")
+    core = [p for p in (ROOT / "opis_cli").glob("*.py") if p.name not in leaves]
     for path in core:
         text = path.read_text()
-        for banned in ("import rich", "from rich", "import typer", "matplotlib", "from .cli", "from .render"):
+        for banned in ("import rich", "from rich", "import typer", "matplotlib", "from .cli", "from .render",
+                       "from .plot", "from . import plot"):
             assert banned not in text, f"{path.name} imports {banned}"
+    plot = (ROOT / "opis_cli" / "plot.py").read_text()
+    assert "rich" not in plot and "typer" not in plot and "from .cli" not in plot

@@ -1,0 +1,103 @@
+"""opis plot through the real entry point: every kind renders the sample data to a non-empty
+image of the format its extension names; user mistakes exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_cli import SAMPLE, assert_user_error, run
+
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF", ".svg": b"<?xml"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("plots")
+    for model in ("model_a", "model_b"):
+        run("evaluate", SAMPLE / f"{model}.parquet", "--name", model, "-q", cwd=cwd, check_code=0)
+    return cwd
+
+
+def _image(path, suffix):
+    data = path.read_bytes()
+    assert len(data) > 5000 and data.startswith(MAGIC[suffix])
+    if suffix == ".svg":
+        assert b"<svg" in data[:2000]
+
+
+@pytest.mark.parametrize("kind, args, suffix", [
+    ("curves", [], ".png"),
+    ("curves", [], ".svg"),
+    ("distributions", [], ".pdf"),
+    ("compare", [".opis/runs/model_a", ".opis/runs/model_b"], ".png"),
+    ("pareto", [".opis/runs/model_a", ".opis/runs/model_b/report.json"], ".svg"),
+])
+def test_each_kind_renders(runs, kind, args, suffix):
+    out = runs / f"{kind}{suffix}"
+    proc = run("plot", *args, "--kind", kind, "--out", out, "--dpi", "80", "--title", "t", cwd=runs, check_code=0)
+    assert "wrote" in proc.stderr
+    _image(out, suffix)
+
+
+def test_default_is_the_last_run_and_png_is_reproducible(runs):
+    a, b = runs / "a.png", runs / "b.png"
+    run("plot", "--out", a, cwd=runs, check_code=0)
+    run("plot", ".opis/latest", "--out", b, cwd=runs, check_code=0)
+    assert a.read_bytes() == b.read_bytes()  # no timestamps in the file
+
+
+def test_curves_readable_with_many_classes(tmp_path):
+    # 2,000 classes: the figure still renders (alpha and width adapt; one legend entry per role).
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2000, 12000)
+    x = rng.normal(size=(2000, 16))[labels] * 1.5 + rng.normal(size=(12000, 16))
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "y.npy", labels)
+    run("evaluate", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "-q", cwd=tmp_path, check_code=0)
+    run("plot", "--out", tmp_path / "many.png", "--dpi", "60", cwd=tmp_path, check_code=0)
+    _image(tmp_path / "many.png", ".png")
+
+
+def test_no_previous_run(tmp_path):
+    assert_user_error(run("plot", "--out", tmp_path / "x.png", cwd=tmp_path), "no previous run")
+
+
+def test_not_a_report(tmp_path):
+    (tmp_path / "foo.json").write_text(json.dumps({"hello": 1}))
+    assert_user_error(run("plot", tmp_path / "foo.json", "--out", tmp_path / "x.png"), "is not an opis report")
+    (tmp_path / "bad.json").write_bytes(b"\x00\xff garbage")
+    assert_user_error(run("plot", tmp_path / "bad.json", "--out", tmp_path / "x.png"), "is not an opis report")
+
+
+def test_newer_schema_refused(runs, tmp_path):
+    report = json.loads((runs / ".opis/runs/model_a/report.json").read_text())
+    report["schema_version"] = 99
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert_user_error(run("plot", tmp_path / "r.json", "--kind", "pareto", "--out", tmp_path / "x.png"),
+                      "schema version 99")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--out", "x.gif"], "use a .png, .svg or .pdf path"),
+    (["--kind", "compare", "--out", "x.png"], "needs two or more runs"),
+    ([".opis/runs/model_a", ".opis/runs/model_b", "--out", "x.png"], "draws one run"),
+    ([".opis/runs/model_a/report.json", "--kind", "curves", "--out", "y.png"], None),
+    ([".opis/runs/nope", "--out", "x.png"], "no report at"),
+    (["--dpi", "0", "--out", "x.png"], "--dpi must lie in"),
+])
+def test_usage_errors(runs, args, fragment):
+    proc = run("plot", *args, cwd=runs)
+    if fragment is None:  # a report file inside a run directory has its curves beside it
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert_user_error(proc, fragment)
+
+
+def test_bare_report_file_has_no_curves(runs, tmp_path):
+    (tmp_path / "r.json").write_text((runs / ".opis/runs/model_a/report.json").read_text())
+    assert_user_error(run("plot", tmp_path / "r.json", "--out", tmp_path / "x.png"), "no per-class curves")
+    run("plot", tmp_path / "r.json", "--kind", "pareto", "--out", tmp_path / "p.png", check_code=0)
