@@ -66,6 +66,11 @@ class Negatives(str, Enum):
     sample = "sample"
 
 
+class Mismatch(str, Enum):
+    refuse = "refuse"
+    warn = "warn"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -215,8 +220,33 @@ def evaluate(
     samples_per_anchor: Annotated[Optional[int], typer.Option(
         help="Negative partners sampled per class (default clip(2e9/N, 1000, 20000)).",
         rich_help_panel="Engine")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every random choice of the approximate engines.",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice (approximate engines, --bootstrap).",
                                       rich_help_panel="Engine")] = 0,
+    bootstrap: Annotated[int, typer.Option(
+        metavar="B", help="Add 95% intervals for OPIS, eps-OPIS and Recall@k from B class resamples (0: off).",
+        rich_help_panel="Uncertainty")] = 0,
+    baseline: Annotated[Optional[str], typer.Option(
+        metavar="RUN_OR_REPORT", help="Gate against this baseline run or report (see opis gate).",
+        rich_help_panel="CI gate")] = None,
+    max_opis: Annotated[Optional[float], typer.Option(help="Fail (exit 1) if OPIS exceeds this.",
+                                                      rich_help_panel="CI gate")] = None,
+    max_eps_opis: Annotated[Optional[float], typer.Option(help="Fail if eps-OPIS exceeds this.",
+                                                          rich_help_panel="CI gate")] = None,
+    min_recall_at_k: Annotated[Optional[List[str]], typer.Option(
+        metavar="K=VALUE", help="Fail if Recall@K is below VALUE (repeatable).", rich_help_panel="CI gate")] = None,
+    max_opis_increase: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if OPIS rose by more than X (or P% of the baseline).",
+        rich_help_panel="CI gate")] = None,
+    max_eps_opis_increase: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if eps-OPIS rose by more than X or P%.", rich_help_panel="CI gate")] = None,
+    max_recall_drop: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if any shared Recall@k fell by more than X or P%.", rich_help_panel="CI gate")] = None,
+    significance: Annotated[Optional[float], typer.Option(
+        help="Fail only beyond the bootstrap uncertainty at this one-sided level (e.g. 0.95; needs --bootstrap).",
+        rich_help_panel="CI gate")] = None,
+    on_mismatch: Annotated[Mismatch, typer.Option(
+        help="When baseline and current differ in range, metric, beta, epsilon, thresholds or classes.",
+        rich_help_panel="CI gate")] = Mismatch.refuse,
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
@@ -235,6 +265,14 @@ def evaluate(
             metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
             epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), **config_kwargs,
         )
+        gate_options = _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase,
+                                     max_eps_opis_increase, max_recall_drop, significance, on_mismatch,
+                                     have_baseline=baseline is not None)
+        baseline_run = None
+        if baseline is not None:
+            from .runs import load_run
+
+            baseline_run = load_run(baseline, out_dir)
         budget = parse_memory_size(memory_budget)
         if threads is not None and threads < 1:
             raise OpisError(f"--threads must be >= 1, got {threads}")
@@ -253,6 +291,10 @@ def evaluate(
             notify=lambda message: _stderr().print(f"[yellow]note:[/] {message}", soft_wrap=True),
         )
         progress.stop()
+        if bootstrap:
+            from .bootstrap import bootstrap_report
+
+            bootstrap_report(report, bootstrap, seed)
         run_dir = None
         if not no_save:
             from .runs import save_run
@@ -262,6 +304,13 @@ def evaluate(
             from .runs import atomic_write_text
 
             atomic_write_text(json_path, report.to_json())
+        gate_result = None
+        if gate_options is not None:  # after saving: a failed or refused gate keeps the run for a look
+            from .gate import run_gate
+
+            gate_result = run_gate(report.to_dict(), baseline_run.report if baseline_run else None, gate_options,
+                                   current_name=run_dir.name if run_dir else (name or "this run"),
+                                   baseline_name=baseline_run.name if baseline_run else None)
     except OpisError as exc:
         progress.stop()
         raise _fail(str(exc)) from None
@@ -271,10 +320,14 @@ def evaluate(
 
     if json_path == "-" or fmt is OutputFormat.json:
         sys.stdout.write(report.to_json())
+    json_on_stdout = json_path == "-" or fmt is OutputFormat.json
     if quiet:
+        if gate_result is not None and not gate_result.passed:
+            _stderr().print("[bold red]gate failed:[/] " + ", ".join(c.metric for c in gate_result.checks
+                                                                      if not c.passed))
+            raise typer.Exit(EXIT_GATE_FAILED)
         return
     # With JSON on stdout, the human-readable summary moves to stderr.
-    json_on_stdout = json_path == "-" or fmt is OutputFormat.json
     if fmt is OutputFormat.markdown:
         (sys.stderr if json_on_stdout else sys.stdout).write(report.to_markdown(worst))
     elif fmt is OutputFormat.table or json_on_stdout:
@@ -286,6 +339,145 @@ def evaluate(
         print_report(report, console, worst)
         if run_dir is not None:
             console.print(f"saved {run_dir}", style="dim")
+    if gate_result is not None:
+        _print_gate(gate_result, OutputFormat.table if fmt is OutputFormat.json else fmt, to_stderr=json_on_stdout)
+        if not gate_result.passed:
+            raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, max_eps_opis_increase,
+                  max_recall_drop, significance, on_mismatch, *, have_baseline: bool, required: bool = False):
+    """GateOptions from the CLI's strings, or None when no check was asked for (and none is required)."""
+    from .gate import GateOptions, parse_limit, parse_recall_limit
+
+    recall = dict(parse_recall_limit(v) for v in (min_recall_at_k or []))
+    options = GateOptions(
+        max_opis=max_opis, max_eps_opis=max_eps_opis, min_recall=recall,
+        max_opis_increase=parse_limit(max_opis_increase, "--max-opis-increase") if max_opis_increase else None,
+        max_eps_opis_increase=(parse_limit(max_eps_opis_increase, "--max-eps-opis-increase")
+                               if max_eps_opis_increase else None),
+        max_recall_drop=parse_limit(max_recall_drop, "--max-recall-drop") if max_recall_drop else None,
+        significance=significance, on_mismatch=on_mismatch.value,
+    )
+    if not options.any and not required:
+        if have_baseline:
+            raise OpisError("--baseline needs a check: --max-opis-increase, --max-eps-opis-increase or "
+                            "--max-recall-drop")
+        return None
+    if options.relative and not have_baseline:
+        raise OpisError("--max-opis-increase, --max-eps-opis-increase and --max-recall-drop need --baseline")
+    return options
+
+
+def _print_gate(result, fmt: "OutputFormat", to_stderr: bool = False) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(result.to_json())
+        return
+    if fmt is OutputFormat.markdown:
+        (sys.stderr if to_stderr else sys.stdout).write(result.to_markdown())
+        return
+    from rich.console import Console
+
+    from .render import gate_table
+
+    console = _stderr() if to_stderr else Console()
+    console.print(gate_table(result))
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis gate --baseline baseline/report.json --max-opis-increase 10%        (the last run)\n\n"
+        "  opis gate .opis/runs/new --baseline .opis/runs/released --max-opis-increase 0.002 "
+        "--max-recall-drop 0.5% --significance 0.95\n\n"
+        "  opis gate --max-opis 0.02 --min-recall-at-k 1=0.9 --format markdown >> $GITHUB_STEP_SUMMARY\n\n"
+        "Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or unreadable/incomparable reports."
+    ),
+)
+def gate(
+    current: Annotated[Optional[str], typer.Argument(
+        metavar="[CURRENT]", help="Run directory or report.json to check (default: OUT_DIR/latest).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(metavar="RUN_OR_REPORT",
+                                                    help="The released model's run or report.")] = None,
+    max_opis: Annotated[Optional[float], typer.Option(help="Fail if OPIS exceeds this.")] = None,
+    max_eps_opis: Annotated[Optional[float], typer.Option(help="Fail if eps-OPIS exceeds this.")] = None,
+    min_recall_at_k: Annotated[Optional[List[str]], typer.Option(
+        metavar="K=VALUE", help="Fail if Recall@K is below VALUE (repeatable).")] = None,
+    max_opis_increase: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if OPIS rose by more than X, or by more than P% of the baseline.")] = None,
+    max_eps_opis_increase: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if eps-OPIS rose by more than X or P%.")] = None,
+    max_recall_drop: Annotated[Optional[str], typer.Option(
+        metavar="X|P%", help="Fail if any shared Recall@k fell by more than X or P%.")] = None,
+    significance: Annotated[Optional[float], typer.Option(
+        help="Fail only when the excess is beyond the class-bootstrap uncertainty at this one-sided level "
+             "(e.g. 0.95); both reports need --bootstrap.")] = None,
+    on_mismatch: Annotated[Mismatch, typer.Option(
+        help="Baseline and current differ in range, metric, beta, epsilon, thresholds or class set: "
+             "refuse (exit 2) or warn.")] = Mismatch.refuse,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="table, markdown (PR comment) or json.")]
+    = OutputFormat.table,
+    out_dir: Annotated[Path, typer.Option(help="Where runs are saved (for the default CURRENT).")] = Path(".opis"),
+) -> None:
+    """Fail a CI job (exit 1) when a model is less threshold-consistent than allowed."""
+    try:
+        from .gate import run_gate
+        from .runs import load_run
+
+        options = _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase,
+                                max_eps_opis_increase, max_recall_drop, significance, on_mismatch,
+                                have_baseline=baseline is not None, required=True)
+        cur = load_run(current, out_dir)
+        base = load_run(baseline, out_dir) if baseline is not None else None
+        result = run_gate(cur.report, base.report if base else None, options, current_name=cur.name,
+                          baseline_name=base.name if base else None)
+    except OpisError as exc:
+        raise _fail(str(exc)) from None
+    _print_gate(result, fmt)
+    if not result.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis compare .opis/runs/base .opis/runs/tcm\n\n"
+        "  opis compare runs/*/ --format markdown >> $GITHUB_STEP_SUMMARY"
+    ),
+)
+def compare(
+    runs: Annotated[List[str], typer.Argument(metavar="RUN_OR_REPORT...", help="Two or more runs or reports.")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="table, markdown or json.")] = OutputFormat.table,
+    out_dir: Annotated[Path, typer.Option(help="Where runs are saved.")] = Path(".opis"),
+) -> None:
+    """Show several runs side by side (OPIS, eps-OPIS, Recall@k, range, size), without pass/fail."""
+    try:
+        from .gate import compare_markdown, compare_table
+        from .runs import load_run
+
+        if len(runs) < 2:
+            raise OpisError("compare needs two or more runs")
+        loaded = [load_run(r, out_dir) for r in runs]
+    except OpisError as exc:
+        raise _fail(str(exc)) from None
+    pairs = [(r.name, r.report) for r in loaded]
+    if fmt is OutputFormat.json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps({name: {"metrics": rep["metrics"], "calibration": rep["calibration"],
+                                             "input": rep["input"], **({"bootstrap": rep["bootstrap"]}
+                                                                      if rep.get("bootstrap") else {})}
+                                      for name, rep in pairs}, indent=2, sort_keys=True) + "\n")
+    elif fmt is OutputFormat.markdown:
+        sys.stdout.write(compare_markdown(pairs))
+    else:
+        from rich.console import Console
+
+        from .render import compare_rich
+
+        Console().print(compare_rich(*compare_table(pairs)))
 
 
 class PlotKind(str, Enum):

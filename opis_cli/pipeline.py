@@ -211,6 +211,7 @@ def evaluate_dataset(
     curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
+    class_recall = _class_recall(result.neighbours, prepared, query_mask, curves.classes, config.k)
     timings["metrics"] = time.perf_counter() - t3
     t4 = time.perf_counter()
     distributions = _distributions(prepared, dataset, curves, e, memory_budget, threads)
@@ -235,6 +236,7 @@ def evaluate_dataset(
         pooled=result.histograms.pooled(),
         engine={"name": "exact", "passes": passes},
         distributions=distributions,
+        class_recall=class_recall,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
                  **{k: round(v, 4) for k, v in timings.items()}},
     )
@@ -255,6 +257,16 @@ def _input_section(dataset: Dataset, used: int, digest: str) -> dict:
         "classes_skipped": int(dataset.labels.n_classes - used),
         "sha256": digest,
     }
+
+
+def _class_recall(neighbours, prepared, query_mask, classes, ks):
+    """Per-class query counts (C,) and hits {k: (C,)} of the curve rows' classes (for the bootstrap)."""
+    codes = prepared.codes[query_mask]
+    n = prepared.n_classes
+    queries = np.bincount(codes, minlength=n)[classes].astype(np.int64)
+    hits = {int(k): np.bincount(codes, weights=neighbours.hits(int(k))[query_mask], minlength=n)[classes]
+            .astype(np.int64) for k in ks}
+    return queries, hits
 
 
 PLOTTED_WORST_CLASSES = 4
@@ -316,6 +328,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
     curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
+    class_recall = _class_recall(result.neighbours, prepared, query_mask, curves.classes, config.k)
     errors = {}
     if result.replicates:
         from scipy.stats import t as student_t
@@ -372,6 +385,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         timings={k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
         approximation=approximation,
         distributions=_distributions(prepared, dataset, curves, e, DEFAULT_MEMORY_BUDGET, threads),
+        class_recall=class_recall,
     )
 
 

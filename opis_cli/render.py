@@ -38,3 +38,29 @@ def report_tables(report: Report, worst: int = 10) -> Group:
 
 def print_report(report: Report, console: Console, worst: int = 10) -> None:
     console.print(report_tables(report, worst))
+
+
+def gate_table(result) -> Table:
+    """The checks of a gate (opis_cli.gate.GateResult) as a rich table."""
+    title = "opis gate: " + ("[bold green]passed[/]" if result.passed else "[bold red]FAILED[/]")
+    if result.baseline_name:
+        title += f"  ({result.current_name} vs baseline {result.baseline_name})"
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("check", "left"), ("baseline", "right"), ("current", "right"), ("delta", "right"),
+                          ("limit", "right"), ("result", "left")):
+        table.add_column(name, justify=justify)
+    for c in result.checks:
+        fmt = (lambda v, signed=False: "-" if v is None else (f"{v:+.4g}" if signed else f"{v:.4g}"))
+        verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
+        table.add_row(c.metric, fmt(c.baseline), fmt(c.current), fmt(c.delta, True), c.limit,
+                      verdict + (f" [dim]({c.note})[/]" if c.note else ""))
+    return table
+
+
+def compare_rich(header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title="opis compare", title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
+    return table

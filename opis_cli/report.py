@@ -17,6 +17,9 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
                           checks: {knn_recall, range_recall, ...}, errors: {opis, eps_opis:
                           {se, interval, method}, recall_at_k: {k: {exact_on_sample, queries,
                           interval, method}}}} -- see docs/approximate.md
+    bootstrap            (with --bootstrap) {replicates, seed, unit, confidence, method,
+                          opis/eps_opis: {se, interval}, recall_at_k: {k: {se, interval}}}
+                          -- see docs/ci.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps}] in label order
 
@@ -67,6 +70,8 @@ class Report:
     timings: dict = field(default_factory=dict)
     approximation: dict | None = None  # approximate engine: method, diagnostics, error bars
     distributions: "DistanceDistributions | None" = None  # for plots; saved beside, not in the JSON
+    class_recall: tuple | None = None  # (queries (C,), {k: hits (C,)}) per curve row, for the bootstrap
+    bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -147,6 +152,7 @@ class Report:
             },
             "engine": dict(self.engine),
             **({"approximation": self.approximation} if self.approximation is not None else {}),
+            **({"bootstrap": self.bootstrap} if self.bootstrap is not None else {}),
             "classes": self.class_rows(),
         }
 
@@ -160,12 +166,17 @@ class Report:
         cal = self.calibration
         err = (self.approximation or {}).get("errors", {})
 
+        boot = self.bootstrap or {}
+
         def with_error(name: str, value: float) -> str:
-            e = err.get(name)
-            if not e:
-                return f"{value:.6g}"
-            lo, hi = e["interval"]
-            return f"{value:.6g}  [{lo:.4g}, {hi:.4g}]"
+            text = f"{value:.6g}"
+            if err.get(name):
+                lo, hi = err[name]["interval"]
+                text += f"  [{lo:.4g}, {hi:.4g}]"
+            if boot.get(name):
+                lo, hi = boot[name]["interval"]
+                text += f"  classes 95% [{lo:.4g}, {hi:.4g}]"
+            return text
 
         rows = [
             ("embeddings", f"{inp['n']:,} x {inp['d']}"),
@@ -187,6 +198,9 @@ class Report:
             s = sampled.get(str(k))
             extra = (f" (index); exact on {s['queries']} sampled queries: {s['exact_on_sample']:.4f} "
                      f"[{s['interval'][0]:.4f}, {s['interval'][1]:.4f}]") if s else ""
+            b = boot.get("recall_at_k", {}).get(str(k))
+            if b:
+                extra += f"  classes 95% [{b['interval'][0]:.4f}, {b['interval'][1]:.4f}]"
             rows.append((f"Recall@{k}", f"{v:.4f}{extra}"))
         return rows
 
