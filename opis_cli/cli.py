@@ -480,6 +480,119 @@ def compare(
         Console().print(compare_rich(*compare_table(pairs)))
 
 
+class MarginsFormat(str, Enum):
+    table = "table"
+    json = "json"
+    pml = "pml"
+
+
+def pml_line(margins: dict) -> str:
+    """The pytorch-metric-learning constructor call for the chosen margins."""
+    chosen = margins.get("given") or margins["recommended"]
+    return (f"ThresholdConsistentMarginLoss(lambda_plus={float(margins['lambda_plus'])!r}, "
+            f"lambda_minus={float(margins['lambda_minus'])!r}, margin_plus={chosen['margin_plus']:.4f}, "
+            f"margin_minus={chosen['margin_minus']:.4f})")
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis margins embeddings.parquet                        (targets from the calibration range)\n\n"
+        "  opis margins emb.parquet --target-far 0.01 --target-frr 0.05 --format pml\n\n"
+        "  opis margins emb.parquet --margin-plus 0.9 --margin-minus 0.5     (assess given margins)\n\n"
+        "Then: opis plot --kind distributions --out dist.png marks the margins."
+    ),
+)
+def margins(
+    input: Annotated[Path, typer.Argument(help="Embeddings: Parquet, Arrow IPC/Feather, .npy (with --labels) or .npz.",
+                                          show_default=False)],
+    labels: Annotated[Optional[Path], typer.Option(help="Labels .npy for a .npy embeddings file.",
+                                                   rich_help_panel="Input")] = None,
+    embedding_col: Annotated[Optional[str], typer.Option(help="Embedding column.", rich_help_panel="Input")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column.", rich_help_panel="Input")] = None,
+    calib: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
+                                                 help="Calibration range in cosine distance.")] = None,
+    calib_far: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
+                                                     help="Range from pooled FAR bounds (default 0.001:0.1).")] = None,
+    thresholds: Annotated[int, typer.Option(help="Grid size T over the range.", rich_help_panel="Calibration")] = 101,
+    beta: Annotated[float, typer.Option(help="Utility weight (as evaluate).", rich_help_panel="Figures")] = 1.0,
+    epsilon: Annotated[float, typer.Option(help="Share of worst classes for eps-OPIS.", rich_help_panel="Figures")] = 0.1,
+    eps_contrast: Annotated[EpsContrast, typer.Option(help="Contrast the worst classes with the rest or the best.",
+                                                      rich_help_panel="Figures")] = EpsContrast.rest,
+    target_far: Annotated[Optional[float], typer.Option(
+        help="Pooled FAR that fixes m- (default: the FAR at the range's upper end).", rich_help_panel="Margins")] = None,
+    target_frr: Annotated[Optional[float], typer.Option(
+        help="Pooled FRR that fixes m+ (default: the FRR at the range's lower end).", rich_help_panel="Margins")] = None,
+    margin_plus: Annotated[Optional[float], typer.Option(help="Assess this m+ too (with --margin-minus).",
+                                                         rich_help_panel="Margins")] = None,
+    margin_minus: Annotated[Optional[float], typer.Option(help="Assess this m- too (with --margin-plus).",
+                                                          rich_help_panel="Margins")] = None,
+    lambda_plus: Annotated[float, typer.Option(help="TCM weight of the positive term.", rich_help_panel="Margins")] = 1.0,
+    lambda_minus: Annotated[float, typer.Option(help="TCM weight of the negative term.",
+                                                rich_help_panel="Margins")] = 1.0,
+    fmt: Annotated[MarginsFormat, typer.Option("--format", help="table, json (the report), or pml (a "
+                                                                 "ThresholdConsistentMarginLoss line).",
+                                               rich_help_panel="Output")] = MarginsFormat.table,
+    out_dir: Annotated[Path, typer.Option(help="Where runs/ and latest go.", rich_help_panel="Output")] = Path(".opis"),
+    name: Annotated[Optional[str], typer.Option(help="Run name.", rich_help_panel="Output")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not save a run directory.", rich_help_panel="Output")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel="Output")] = False,
+    memory_budget: Annotated[str, typer.Option(help="Block working memory, e.g. 512M or 2G.",
+                                               rich_help_panel="Performance")] = f"{DEFAULT_MEMORY_BUDGET >> 20}M",
+    threads: Annotated[Optional[int], typer.Option(help="Threads (default: all cores).",
+                                                   rich_help_panel="Performance")] = None,
+) -> None:
+    """Recommend TCM margins m+ and m- from the data: hard pairs, TCM loss, candidates, what-if."""
+    progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        from .config import EvalConfig, parse_memory_size, parse_range
+        from .pipeline import margins_file
+
+        if calib is not None and calib_far is not None:
+            raise OpisError("give either --calib or --calib-far, not both")
+        kwargs = {}
+        if calib is not None:
+            kwargs["calib"] = parse_range(calib, "--calib")
+        if calib_far is not None:
+            kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
+        config = EvalConfig(thresholds=thresholds, beta=beta, epsilon=epsilon, eps_contrast=eps_contrast.value,
+                            **kwargs)
+        if threads is not None and threads < 1:
+            raise OpisError(f"--threads must be >= 1, got {threads}")
+        report = margins_file(
+            input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
+            target_far=target_far, target_frr=target_frr, margin_plus=margin_plus, margin_minus=margin_minus,
+            lambda_plus=lambda_plus, lambda_minus=lambda_minus, memory_budget=parse_memory_size(memory_budget),
+            threads=threads, progress=progress,
+        )
+        progress.stop()
+        run_dir = None
+        if not no_save:
+            from .runs import save_run
+
+            run_dir = save_run(report, out_dir, name, extra={"argv": sys.argv[1:]})
+    except OpisError as exc:
+        progress.stop()
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        progress.stop()
+        raise _fail("interrupted; no run was saved", 130) from None
+    if fmt is MarginsFormat.pml:
+        sys.stdout.write(pml_line(report.margins) + "\n")
+    elif fmt is MarginsFormat.json:
+        sys.stdout.write(report.to_json())
+    else:
+        from rich.console import Console
+
+        from .render import margins_tables
+
+        console = Console()
+        console.print(margins_tables(report))
+        console.print(pml_line(report.margins), style="bold", soft_wrap=True)
+        if run_dir is not None:
+            console.print(f"saved {run_dir}", style="dim")
+
+
 class PlotKind(str, Enum):
     curves = "curves"
     compare = "compare"

@@ -228,3 +228,35 @@ def masked_row_minima(g, metric, rsq, csq, skip_lo, skip_hi, out):
             d = _distance(g[i, j], metric, rsq[i], csq[j])
             best = best if best < d else d
         out[i] = best
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def block_pooled_sums(g, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv, upper, n_threads,
+                      all_hist, pos_hist, all_sum, pos_sum):
+    """block_pooled_counts plus, per bin, the float64 sum of the in-range distances (all pairs and
+    positives): what the TCM loss needs, sum over hard pairs of their distance to the margin."""
+    m, n = g.shape
+    n_edges = upper.shape[0]
+    hi = upper[n_edges - 1]
+    for t in prange(n_threads):
+        ah = all_hist[t]
+        ph = pos_hist[t]
+        asum = all_sum[t]
+        psum = pos_sum[t]
+        dbuf = np.empty(n, np.float32)
+        idx = np.empty(n + 1, np.int32)
+        for i in range(t, m, n_threads):
+            j0 = i + 1 if diagonal else 0
+            s_lo = max(same_lo[i], j0)
+            s_hi = max(same_hi[i], j0)
+            _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
+            cnt = _in_range(dbuf, j0, n, hi, idx, 0)
+            for q in range(cnt):
+                j = idx[q]
+                d = dbuf[j]
+                b = _bin(d, e0, inv, upper, n_edges)
+                ah[b] += 1
+                asum[b] += d
+                if s_lo <= j < s_hi:
+                    ph[b] += 1
+                    psum[b] += d

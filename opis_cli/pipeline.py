@@ -116,6 +116,48 @@ def evaluate_file(
                             progress=progress, notify=notify)
 
 
+def margins_file(
+    path: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | None = None,
+    embedding_col: str | None = None,
+    label_col: str | None = None,
+    config: EvalConfig | None = None,
+    target_far: float | None = None,
+    target_frr: float | None = None,
+    margin_plus: float | None = None,
+    margin_minus: float | None = None,
+    lambda_plus: float = 1.0,
+    lambda_minus: float = 1.0,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+    progress: StageProgress | None = None,
+) -> Report:
+    """Evaluate a file exactly and attach TCM margin recommendations (``report.margins``; see
+    :func:`opis_cli.margins.recommend_margins` and docs/margins.md)."""
+    dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
+    return margins_dataset(dataset, config or EvalConfig(), target_far=target_far, target_frr=target_frr,
+                           margin_plus=margin_plus, margin_minus=margin_minus, lambda_plus=lambda_plus,
+                           lambda_minus=lambda_minus, memory_budget=memory_budget, threads=threads,
+                           progress=progress)
+
+
+def margins_dataset(dataset: Dataset, config: EvalConfig, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                    threads: int | None = None, progress: StageProgress | None = None, **options) -> Report:
+    """:func:`margins_file` on a loaded dataset; ``options`` go to ``recommend_margins``."""
+    from .margins import recommend_margins
+
+    if config.metric != "cosine":
+        raise ConfigError("TCM margins are cosine similarities: use --metric cosine")
+    report = evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine="exact",
+                              progress=progress)
+    prepared = prepare_embeddings(dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
+                                  metric=config.metric, normalize=config.normalize)
+    report.margins = recommend_margins(prepared, report, memory_budget=memory_budget, threads=threads,
+                                       progress=progress, **options)
+    return report
+
+
 ENGINES = ("auto", "exact", "ivf", "hnsw")
 # Rough exact-pass cost on a 2-core AVX-512 machine (docs/performance.md): matrix products at
 # ~300 GFLOP/s plus the kernel at ~500 M pairs/s. Only used to choose the engine.

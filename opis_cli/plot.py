@@ -239,13 +239,12 @@ def _span(dist, quantile: float = 0.001) -> tuple[float, float]:
 
 
 def _margin_lines(run: SavedRun) -> list[tuple[str, float]]:
-    """TCM margins saved with the run (cosine similarities), as distances d = 1 - m."""
+    """TCM margins saved with the run by ``opis margins`` (the given ones if any, else the
+    recommended), as cosine distances d = 1 - m."""
     margins = run.report.get("margins") or {}
-    out = []
-    for key, name in (("margin_plus", "m+"), ("margin_minus", "m-")):
-        if key in margins and run.report.get("config", {}).get("metric", "cosine") == "cosine":
-            out.append((name, 1.0 - float(margins[key])))
-    return out
+    chosen = margins.get("given") or margins.get("recommended") or {}
+    return [(name, 1.0 - float(chosen[key])) for key, name in (("margin_plus", "m+"), ("margin_minus", "m-"))
+            if key in chosen]
 
 
 def _draw_distribution(ax, run, s: int, lo_hi) -> None:

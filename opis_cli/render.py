@@ -64,3 +64,52 @@ def compare_rich(header: list[str], rows: list[list[str]]) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def margins_tables(report, top: int = 10) -> Group:
+    """The recommendation, the candidate table and the classes owning the most hard pairs."""
+    m = report.margins
+    rec = m["recommended"]
+    parts = []
+    head = Table(title="opis margins: TCM margins for these embeddings", show_header=False, title_justify="left",
+                 min_width=60)
+    head.add_column("figure", style="bold")
+    head.add_column("value", justify="right")
+    rows = [("m+ (margin_plus)", f"{rec['margin_plus']:.4f}"), ("m- (margin_minus)", f"{rec['margin_minus']:.4f}"),
+            ("targets: pooled FAR / FRR", f"{rec['target_far']:.4g} / {rec['target_frr']:.4g}")]
+    for name, r in (("recommended", rec), ("given", m.get("given"))):
+        if r is None:
+            continue
+        suffix = "" if name == "recommended" else f" (given m+ {r['margin_plus']:g}, m- {r['margin_minus']:g})"
+        rows += [
+            (f"hard positives{suffix}", f"{r['hard_positives']:,} ({r['hard_positive_share']:.2%})"),
+            (f"hard negatives{suffix}", f"{r['hard_negatives']:,} ({r['hard_negative_share']:.2%})"),
+            (f"TCM loss (l+ {m['lambda_plus']:g}, l- {m['lambda_minus']:g}){suffix}",
+             f"{r['tcm_loss']:.4f} = {r['tcm_positive_term']:.4f} + {r['tcm_negative_term']:.4f}"),
+            (f"what-if OPIS / eps-OPIS (idealised){suffix}", f"{r['what_if_opis']:.3g} / {r['what_if_eps_opis']:.3g}"),
+        ]
+    rows.append(("now: OPIS / eps-OPIS", f"{report.opis:.3g} / {report.eps_opis:.3g}"))
+    for name, value in rows:
+        head.add_row(name, value)
+    parts.append(head)
+    for line in rec["explanation"]:
+        parts.append(f"[dim]{line}[/]")
+    cand = Table(title="candidates (targets x 1/3, 1, 3)", title_justify="left")
+    for col in ("FAR", "FRR", "m+", "m-", "hard pos", "hard neg", "TCM loss", "what-if OPIS", "what-if eps-OPIS"):
+        cand.add_column(col, justify="right")
+    for c in m["candidates"]:
+        style = "bold" if (c["margin_plus"], c["margin_minus"]) == (rec["margin_plus"], rec["margin_minus"]) else None
+        cand.add_row(f"{c['target_far']:.3g}", f"{c['target_frr']:.3g}", f"{c['margin_plus']:.4f}",
+                     f"{c['margin_minus']:.4f}", f"{c['hard_positive_share']:.1%}", f"{c['hard_negative_share']:.1%}",
+                     f"{c['tcm_loss']:.4f}", f"{c['what_if_opis']:.3g}", f"{c['what_if_eps_opis']:.3g}", style=style)
+    parts.append(cand)
+    owners = sorted(m["classes"], key=lambda r: -(r["hard_positives"] + r["hard_negatives"]))[:top]
+    own = Table(title=f"classes owning the most hard pairs (top {len(owners)})", title_justify="left")
+    for col, j in (("label", "left"), ("hard pos", "right"), ("of its positives", "right"), ("hard neg", "right"),
+                   ("of its negatives", "right")):
+        own.add_column(col, justify=j)
+    for r in owners:
+        own.add_row(str(r["label"]), f"{r['hard_positives']:,}", f"{r['hard_positive_share']:.1%}",
+                    f"{r['hard_negatives']:,}", f"{r['hard_negative_share']:.1%}")
+    parts.append(own)
+    return Group(*parts)

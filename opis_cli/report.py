@@ -20,6 +20,8 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     bootstrap            (with --bootstrap) {replicates, seed, unit, confidence, method,
                           opis/eps_opis: {se, interval}, recall_at_k: {k: {se, interval}}}
                           -- see docs/ci.md
+    margins              (opis margins) {lambda_plus, lambda_minus, resolution, recommended, given,
+                          candidates, classes, what_if_note} -- see docs/margins.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps}] in label order
 
@@ -72,6 +74,7 @@ class Report:
     distributions: "DistanceDistributions | None" = None  # for plots; saved beside, not in the JSON
     class_recall: tuple | None = None  # (queries (C,), {k: hits (C,)}) per curve row, for the bootstrap
     bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
+    margins: dict | None = None  # TCM margin recommendations (opis margins)
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -153,6 +156,7 @@ class Report:
             "engine": dict(self.engine),
             **({"approximation": self.approximation} if self.approximation is not None else {}),
             **({"bootstrap": self.bootstrap} if self.bootstrap is not None else {}),
+            **({"margins": self.margins} if self.margins is not None else {}),
             "classes": self.class_rows(),
         }
 

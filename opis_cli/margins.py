@@ -1,0 +1,318 @@
+"""TCM margin recommendations fitted to a set of embeddings (docs/margins.md).
+
+TCM (definitions.md) penalises hard positives, cosine similarity s <= m+, and hard negatives,
+s >= m-. With d = 1 - s (cosine distance, float32 as the engine computes it):
+
+* m- = 1 - t-, t- the smallest grid threshold at which the pooled FAR reaches the target F: the
+  negatives with s >= m- (d <= t-) are exactly the false accepts at threshold t-;
+* m+ = 1 - t+, t+ the smallest grid threshold at which the pooled FRR falls to the target R or
+  below: the positives with s <= m+ (d >= t+) are the false rejects there (plus any pair exactly
+  at t+, which TCM also counts as hard);
+* the grid has a step of 1e-4, so the margins are exact to 1e-4.
+
+Default targets bracket the calibration range: F = the pooled FAR at its upper end hi (every
+negative accepted anywhere in the range is hard), R = the pooled FRR at its lower end lo (every
+positive rejected anywhere in the range is hard).
+
+Everything is counted over all pairs with the exact engine: positives on the whole fine grid
+(within-class blocks, cheap), negatives on the fine grid cut above the largest threshold any
+candidate needs (pairs beyond are counted from totals), with per-bin sums of distances for the
+TCM loss:
+
+  L = l+ * sum_{hard pos} (m+ - s) / #hard pos + l- * sum_{hard neg} (s - m-) / #hard neg
+    = l+ * sum (d - t+) / #   +   l- * sum (t- - d) / #.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .binning import ThresholdBins
+from .calibration import FAR_RESOLUTION, _upper_edge_index, fine_edges, threshold_at_far
+from .curves import utility
+from .errors import ConfigError
+from .metrics import eps_opis, opis
+from .pairs import exact_pass, iter_panels, panel_shape
+from .prepare import PreparedEmbeddings
+
+CANDIDATE_FACTORS = (1 / 3, 1.0, 3.0)  # candidate targets: F and R times these
+POSITIVE_SPAN = 2.001  # cosine distances reach 2 plus float32 rounding; the positive grid covers all
+
+
+@dataclass
+class PooledSums:
+    """Pooled counts and distance sums per bin of ``edges`` (bin k: edges[k-1] < d <= edges[k];
+    the last bin, d > edges[-1], has counts from totals and no sum)."""
+
+    edges: np.ndarray  # (T,)
+    pos: np.ndarray  # (T + 1,) int64
+    neg: np.ndarray  # (T + 1,) int64
+    pos_sum: np.ndarray  # (T,) float64
+    neg_sum: np.ndarray  # (T,) float64
+
+
+def pooled_sums(p: PreparedEmbeddings, edges: np.ndarray, *, within_class: bool, memory_budget: int,
+                threads: int | None = None, progress=None) -> PooledSums:
+    """Exact pooled counts and distance sums over all pairs (``within_class``: positive pairs only)."""
+    from . import kernels
+    from .threads import thread_limit
+
+    edges = np.asarray(edges, np.float64)
+    t = len(edges)
+    e0, inv, upper = ThresholdBins(edges).kernel_arguments()
+    metric, sq = kernels.metric_arguments(p)
+    bounds = p.class_bounds
+    counts = np.zeros((2, t), np.int64)  # all, positive
+    sums = np.zeros((2, t), np.float64)
+    if within_class:
+        blocks = [(int(bounds[c]), int(bounds[c + 1])) for c in range(p.n_classes) if bounds[c + 1] - bounds[c] >= 2]
+    else:
+        blocks = [(0, p.n)]
+    total = sum((e - s) * (e - s - 1) // 2 for s, e in blocks)
+    done = 0
+    with thread_limit(threads) as nt:
+        for s, e in blocks:
+            rows, cols = panel_shape(e - s, memory_budget)
+            g_buf = np.empty(rows * cols, np.float32)
+            for i0, i1, j0, j1 in iter_panels(e - s, rows, cols):
+                i0, i1, j0, j1 = i0 + s, i1 + s, j0 + s, j1 + s
+                m, n = i1 - i0, j1 - j0
+                g = g_buf[: m * n].reshape(m, n)
+                np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
+                rc = p.codes[i0:i1]
+                same_lo = np.clip(bounds[rc] - j0, 0, n)
+                same_hi = np.clip(bounds[rc + 1] - j0, 0, n)
+                hist = np.zeros((2, nt, t), np.int64)
+                sm = np.zeros((2, nt, t), np.float64)
+                kernels.block_pooled_sums(g, same_lo, same_hi, i0 == j0, metric, sq[i0:i1], sq[j0:j1], e0, inv,
+                                          upper, nt, hist[0], hist[1], sm[0], sm[1])
+                counts += hist.sum(axis=1)
+                sums += sm.sum(axis=1)
+                done += m * n if i0 != j0 else m * n - m * (m + 1) // 2
+                if progress is not None:
+                    progress(min(done, total), total)
+    sizes = p.class_sizes.astype(np.int64)
+    n_pos = int((sizes * (sizes - 1) // 2).sum())
+    n_all = n_pos if within_class else p.n * (p.n - 1) // 2
+    pos = np.r_[counts[1], n_pos - counts[1].sum()]
+    neg = np.r_[counts[0] - counts[1], (n_all - n_pos) - (counts[0] - counts[1]).sum()] if not within_class \
+        else np.zeros(t + 1, np.int64)
+    return PooledSums(edges=edges, pos=pos, neg=neg, pos_sum=sums[1], neg_sum=sums[0] - sums[1])
+
+
+def _float32_exact(t: float) -> bool:
+    return float(np.float32(t)) == t
+
+
+def hard_edge(t: float) -> float:
+    """The edge e with d > e  <=>  d >= t for float32 d (TCM's s <= m+ includes the margin)."""
+    if _float32_exact(t):
+        return float(np.nextafter(np.float32(t), np.float32(-np.inf)))
+    return t
+
+
+def _positive_edges(edges: np.ndarray) -> np.ndarray:
+    # Edges on float32 values (multiples of 1/16 on a 1e-4 grid) get a companion just below, so
+    # that "d >= edge" can be read off the histogram too.
+    extra = [hard_edge(e) for e in edges if _float32_exact(e) and e > 0]
+    return np.unique(np.r_[edges, extra])
+
+
+@dataclass
+class MarginFigures:
+    """Hard pairs and the TCM loss at one pair of margins."""
+
+    margin_plus: float
+    margin_minus: float
+    hard_positives: int
+    hard_negatives: int
+    n_pos: int
+    n_neg: int
+    positive_term: float  # mean (m+ - s) over hard positives (0 when none)
+    negative_term: float  # mean (s - m-) over hard negatives
+
+    def loss(self, lambda_plus: float, lambda_minus: float) -> float:
+        return lambda_plus * self.positive_term + lambda_minus * self.negative_term
+
+
+def _cum(counts: np.ndarray, edges: np.ndarray, t: float) -> tuple[int, int]:
+    """(#pairs with d <= t, index of t in edges); t must be one of the edges."""
+    k = int(np.searchsorted(edges, t))
+    if k >= len(edges) or edges[k] != t:
+        raise ConfigError(f"internal: threshold {t!r} is not on the grid")
+    return int(counts[:k + 1].sum()), k
+
+
+def margin_figures(pos: PooledSums, neg: PooledSums, t_plus: float, t_minus: float) -> MarginFigures:
+    """Hard pairs and mean violations at m+ = 1 - t_plus, m- = 1 - t_minus (both on the grids)."""
+    n_pos = int(pos.pos.sum())
+    n_neg = int(neg.neg.sum())
+    e_plus = hard_edge(t_plus)
+    below, k = _cum(pos.pos, pos.edges, e_plus)  # d <= e_plus: not hard
+    hard_p = n_pos - below
+    # sum over hard positives of (d - t+): every positive lies on the positive grid (it spans the
+    # whole distance range), so the per-bin sums beyond e_plus hold them all.
+    sum_p = float(pos.pos_sum[k + 1:].sum()) - t_plus * hard_p
+    hard_n, kn = _cum(neg.neg, neg.edges, t_minus)
+    sum_n = t_minus * hard_n - float(neg.neg_sum[:kn + 1].sum())
+    return MarginFigures(
+        margin_plus=1.0 - t_plus, margin_minus=1.0 - t_minus, hard_positives=hard_p, hard_negatives=hard_n,
+        n_pos=n_pos, n_neg=n_neg, positive_term=sum_p / hard_p if hard_p else 0.0,
+        negative_term=sum_n / hard_n if hard_n else 0.0,
+    )
+
+
+def what_if(curves, t_plus: float, t_minus: float, beta: float, epsilon: float, contrast: str) -> tuple[float, float]:
+    """OPIS and eps-OPIS if every hard pair sat exactly on its margin (the penalty's ideal outcome):
+    on the calibration grid, TAR = 1 where t >= t+ and TRR = 1 where t < t-, else unchanged."""
+    grid = curves.grid
+    tar = np.where(grid[None, :] >= t_plus, 1.0, curves.tar)
+    trr = np.where(grid[None, :] < t_minus, 1.0, curves.trr)
+    u = utility(tar, trr, beta)
+    return opis(u, grid).value, eps_opis(u, grid, epsilon=epsilon, contrast=contrast).value
+
+
+def recommend_margins(
+    p: PreparedEmbeddings,
+    report,
+    *,
+    target_far: float | None = None,
+    target_frr: float | None = None,
+    margin_plus: float | None = None,
+    margin_minus: float | None = None,
+    lambda_plus: float = 1.0,
+    lambda_minus: float = 1.0,
+    memory_budget: int = 1 << 30,
+    threads: int | None = None,
+    progress=None,
+) -> dict:
+    """The report's ``margins`` section: recommended margins (and given ones), hard pairs pooled
+    and per class, TCM loss, a candidate table and the idealised what-if (docs/margins.md).
+
+    ``report`` is the :class:`~opis_cli.report.Report` of the same embeddings (its curves give the
+    what-if and its calibration range the default targets).
+    """
+    if p.metric != "cosine":
+        raise ConfigError("TCM margins are cosine similarities: use --metric cosine")
+    far = report.far_at_hi if target_far is None else float(target_far)
+    frr = (1.0 - report.tar_at_lo) if target_frr is None else float(target_frr)
+    for name, v in (("--target-far", far), ("--target-frr", frr)):
+        if not (0.0 < v < 1.0) or math.isnan(v):
+            raise ConfigError(f"{name} must lie in (0, 1), got {v:g}")
+    for name, v in (("--margin-plus", margin_plus), ("--margin-minus", margin_minus)):
+        if v is not None and not -1.0 <= v <= 1.0:
+            raise ConfigError(f"{name} is a cosine similarity in [-1, 1], got {v:g}")
+    if (margin_plus is None) != (margin_minus is None):
+        raise ConfigError("give both --margin-plus and --margin-minus, or neither")
+    for name, v in (("--lambda-plus", lambda_plus), ("--lambda-minus", lambda_minus)):
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{name} must be a non-negative number, got {v:g}")
+
+    full, _ = fine_edges(2.0)
+    whole = fine_edges(POSITIVE_SPAN)[0]
+    given_t = [] if margin_plus is None else [1.0 - margin_plus, 1.0 - margin_minus]
+    stage = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)
+
+    # Positives: whole grid, within classes (the sum of n_c^2 / 2 pairs).
+    pos_edges = _positive_edges(np.unique(np.r_[whole, [min(max(t, 0.0), 2.0) for t in given_t]]))
+    pos = pooled_sums(p, pos_edges, within_class=True, memory_budget=memory_budget, threads=threads,
+                      progress=stage("margins: positive pairs"))
+    # Negatives: the grid cut above the largest candidate FAR (and any given m-), all pairs.
+    top_far = min(1.0, max(CANDIDATE_FACTORS) * far)
+    cut = _upper_edge_index(p, full, top_far, threads)
+    if given_t:  # the cut grid must reach a given m- as well, every grid value below it an edge
+        t_given = min(max(given_t[1], 0.0), 2.0)
+        cut = max(cut, int(np.searchsorted(full, t_given)))
+    neg_edges = full[:cut + 1]
+    if given_t:
+        neg_edges = np.unique(np.r_[neg_edges, [t_given]])
+    for attempt in (neg_edges, np.unique(np.r_[full, neg_edges])):
+        neg = pooled_sums(p, attempt, within_class=False, memory_budget=memory_budget, threads=threads,
+                          progress=stage("margins: all pairs"))
+        if neg.neg[:-1].sum() >= top_far * neg.neg.sum():
+            break
+
+    # Margins are read on the 1e-4 grid only (the extra edges serve counting, not choosing).
+    neg_on_grid = _grid_counts(full, neg.edges, neg.neg)
+    pos_on_grid = _grid_counts(full, pos.edges, pos.pos)
+
+    def thresholds(f: float, r: float) -> tuple[float, float]:
+        return threshold_at_far(full, pos_on_grid, 1.0 - r), threshold_at_far(full, neg_on_grid, f)
+
+    config = report.config
+
+    def row(t_plus: float, t_minus: float) -> dict:
+        fig = margin_figures(pos, neg, t_plus, t_minus)
+        o, e = what_if(report.curves, t_plus, t_minus, config.beta, config.epsilon, config.eps_contrast)
+        return {
+            "margin_plus": round(fig.margin_plus, 4), "margin_minus": round(fig.margin_minus, 4),
+            "hard_positives": fig.hard_positives, "hard_positive_share": fig.hard_positives / max(1, fig.n_pos),
+            "hard_negatives": fig.hard_negatives, "hard_negative_share": fig.hard_negatives / max(1, fig.n_neg),
+            "tcm_loss": fig.loss(lambda_plus, lambda_minus),
+            "tcm_positive_term": fig.positive_term, "tcm_negative_term": fig.negative_term,
+            "what_if_opis": o, "what_if_eps_opis": e,
+        }
+
+    t_plus, t_minus = thresholds(far, frr)
+    recommended = {"target_far": far, "target_frr": frr, **row(t_plus, t_minus)}
+    recommended["margin_plus"] = round(1.0 - t_plus, 4)
+    recommended["margin_minus"] = round(1.0 - t_minus, 4)
+    recommended["explanation"] = [
+        f"m- = {1.0 - t_minus:.4f}: negatives at or above this similarity are exactly the false accepts at "
+        f"threshold {t_minus:.4f}, where the pooled FAR first reaches {far:.4g}.",
+        f"m+ = {1.0 - t_plus:.4f}: positives at or below this similarity are the false rejects at threshold "
+        f"{t_plus:.4f}, where the pooled FRR first falls to {frr:.4g} or below.",
+    ]
+    candidates = []
+    for a in CANDIDATE_FACTORS:
+        for b in CANDIDATE_FACTORS:
+            f, r = min(far * a, 0.999), min(frr * b, 0.999)
+            tp, tm = thresholds(f, r)
+            candidates.append({"target_far": f, "target_frr": r, **row(tp, tm)})
+    section = {
+        "lambda_plus": lambda_plus, "lambda_minus": lambda_minus, "resolution": FAR_RESOLUTION,
+        "recommended": recommended, "candidates": candidates,
+        "what_if_note": "idealised bound: OPIS and eps-OPIS if every hard pair sat exactly on its margin",
+    }
+    chosen = (1.0 - margin_plus, 1.0 - margin_minus) if given_t else (t_plus, t_minus)
+    if given_t:
+        section["given"] = {**row(*chosen), "margin_plus": margin_plus, "margin_minus": margin_minus}
+    section["classes"] = _per_class(p, report, *chosen, memory_budget=memory_budget, threads=threads,
+                                    progress=stage("margins: hard pairs per class"))
+    return section
+
+
+def _grid_counts(grid: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Counts per bin of ``grid`` (+ overflow) from counts on ``edges``, which hold every grid value
+    up to their end; grid values past the end get no pairs (the pass cut them off)."""
+    cum = np.cumsum(counts[:-1])
+    k = np.searchsorted(edges, grid)
+    inside = k < len(edges)
+    if not np.array_equal(edges[k[inside]], grid[inside]):
+        raise ValueError("grid values must be edges")
+    at = np.where(inside, cum[np.minimum(k, len(edges) - 1)], cum[-1])
+    per_bin = np.diff(np.r_[0, at])
+    return np.r_[per_bin, counts.sum() - per_bin.sum()]
+
+
+def _per_class(p, report, t_plus, t_minus, *, memory_budget, threads, progress) -> list[dict]:
+    """Which classes own the hard pairs: per used class, hard positives and hard negatives."""
+    e_plus = hard_edge(t_plus)
+    edges = np.unique([e_plus, t_minus])
+    hist = exact_pass(p, edges, per_class=True, memory_budget=memory_budget, threads=threads,
+                      progress=progress).histograms
+    k_plus = int(np.searchsorted(edges, e_plus))
+    k_minus = int(np.searchsorted(edges, t_minus))
+    hard_pos = hist.pos[:, k_plus + 1:].sum(axis=1)
+    hard_neg = hist.neg[:, :k_minus + 1].sum(axis=1)
+    out = []
+    for row, c in enumerate(report.curves.classes):
+        n_pos, n_neg = int(report.curves.n_pos[row]), int(report.curves.n_neg[row])
+        out.append({"label": report.labels[row], "hard_positives": int(hard_pos[c]),
+                    "hard_positive_share": int(hard_pos[c]) / n_pos if n_pos else 0.0,
+                    "hard_negatives": int(hard_neg[c]),
+                    "hard_negative_share": int(hard_neg[c]) / n_neg if n_neg else 0.0})
+    return out
