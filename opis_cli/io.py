@@ -8,9 +8,10 @@ code point order for strings); that order is the "label order" the definitions r
 
 from __future__ import annotations
 
+
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class InputInfo:
     format: str
     embedding_column: str | None = None
     label_column: str | None = None
+    dtype: str = "float32"  # of the embeddings as stored (computed in float32 whatever it is)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,8 @@ def load_dataset(
 
 
 def _assemble(emb: np.ndarray, lab: Any, info: InputInfo) -> Dataset:
+    if getattr(emb, "dtype", None) is not None and info.dtype == "float32":
+        info = replace(info, dtype=str(emb.dtype))
     emb = as_embedding_matrix(emb)
     encoded = encode_labels(lab)
     if len(encoded.codes) != emb.shape[0]:
@@ -303,9 +307,45 @@ def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str 
         raise InputError(f"{path}: cannot read {kind} file ({msg})") from None
     if table.num_rows == 0:
         raise InputError(f"{path}: the table has 0 rows")
-    emb = embedding_matrix_from_arrow(table.column(emb_name), emb_name)
-    info = InputInfo(path=str(path), format=fmt, embedding_column=emb_name, label_column=lab_name)
+    column = table.column(emb_name)
+    emb = embedding_matrix_from_arrow(column, emb_name)
+    info = InputInfo(path=str(path), format=fmt, embedding_column=emb_name, label_column=lab_name,
+                     dtype=_stored_float_type(column.type))
     return _assemble(emb, table.column(lab_name), info)
+
+
+def _stored_float_type(list_type) -> str:
+    try:
+        return str(np.dtype(list_type.value_type.to_pandas_dtype()))
+    except Exception:  # not a list of floats: the matrix conversion has said so already
+        return "float32"
+
+
+def count_duplicate_rows(x: np.ndarray, chunk: int = 65536) -> int:
+    """Rows that repeat an earlier row exactly (bit for bit), in O(N D) time and O(N) memory:
+    a 64-bit polynomial hash of each row's words, then an exact comparison within equal hashes."""
+    n, d = x.shape
+    if n < 2:
+        return 0
+    words = np.ascontiguousarray(x).view(np.uint32).reshape(n, d)
+    mult = np.random.default_rng(12345).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    hashes = np.empty(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, n, chunk):
+            hashes[s:s + chunk] = (words[s:s + chunk].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+    order = np.argsort(hashes, kind="stable")
+    h = hashes[order]
+    same = np.flatnonzero(h[1:] == h[:-1])
+    if same.size == 0:
+        return 0
+    dup = 0
+    # Group equal hashes; within a group count rows equal to a row seen before.
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    for s, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+        rows = words[np.sort(order[s:s + size])]
+        dup += size - len(np.unique(rows, axis=0))
+    return int(dup)
 
 
 def _read_schema(path: Path, fmt: str):

@@ -14,7 +14,7 @@ from .calibration import resolve_far_range
 from .config import DEFAULT_CALIB_FAR, DEFAULT_MEMORY_BUDGET, EvalConfig
 from .curves import class_curves
 from .errors import ConfigError, InputError
-from .io import Dataset, InputInfo, as_embedding_matrix, encode_labels, load_dataset
+from .io import Dataset, InputInfo, as_embedding_matrix, count_duplicate_rows, encode_labels, load_dataset
 from .metrics import eps_opis, opis, recall_at_k
 from .pairs import exact_pass
 from .calibration import CalibrationRange
@@ -84,11 +84,12 @@ def evaluate(
         metric=metric, normalize=normalize, calib=calib, calib_far=calib_far, thresholds=thresholds,
         beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k),
     )
+    stored = str(getattr(embeddings, "dtype", np.asarray(embeddings).dtype))
     emb = as_embedding_matrix(embeddings)
     encoded = encode_labels(labels)
     if len(encoded.codes) != emb.shape[0]:
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
-    dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array"))
+    dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array", dtype=stored))
     return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
                             approx=approx, progress=progress)
 
@@ -204,6 +205,16 @@ def evaluate_dataset(
     kmax = max(config.k)
     if kmax > n - 1:
         raise ConfigError(f"--k {kmax} is larger than the database (N - 1 = {n - 1} items per query)")
+    say = notify or (lambda message: None)
+    if kmax >= int(sizes.max()):
+        say(f"--k {kmax} is not below the largest class ({int(sizes.max())} members): Recall@{kmax} counts a hit "
+            "whenever any same-label item is among that many neighbours, which says little")
+    if dataset.info.dtype != "float32":
+        say(f"embeddings are {dataset.info.dtype}; computed in float32 (docs/computation.md)")
+    duplicates = count_duplicate_rows(dataset.embeddings)
+    if duplicates:
+        say(f"{duplicates:,} row(s) repeat an earlier row exactly; allowed (such pairs have distance 0), "
+            "counted in input.duplicate_rows")
 
     if engine not in ENGINES:
         raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
@@ -221,7 +232,7 @@ def evaluate_dataset(
                    f"(--index ivf, with error bars). Pass --index exact to force exact figures.")
     if engine != "exact":
         return _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads,
-                                     progress, timings, t0)
+                                     progress, timings, t0, duplicates)
 
     passes = 1
     if config.calib is not None:
@@ -250,6 +261,7 @@ def evaluate_dataset(
     timings["pair_pass"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
+    _require_pairs_in_range(result.histograms, calibration)
     curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
@@ -260,7 +272,7 @@ def evaluate_dataset(
     timings["distributions"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
 
-    input_section = _input_section(dataset, used, digest)
+    input_section = _input_section(dataset, used, digest, duplicates)
     return Report(
         config=config,
         calibration=calibration,
@@ -284,7 +296,7 @@ def evaluate_dataset(
     )
 
 
-def _input_section(dataset: Dataset, used: int, digest: str) -> dict:
+def _input_section(dataset: Dataset, used: int, digest: str, duplicates: int) -> dict:
     info = dataset.info
     n, d = dataset.embeddings.shape
     return {
@@ -298,6 +310,8 @@ def _input_section(dataset: Dataset, used: int, digest: str) -> dict:
         "classes_used": used,
         "classes_skipped": int(dataset.labels.n_classes - used),
         "sha256": digest,
+        "dtype": info.dtype,
+        "duplicate_rows": int(duplicates),
     }
 
 
@@ -327,6 +341,21 @@ def _distributions(prepared, dataset, curves, e, memory_budget, threads):
                                       memory_budget=memory_budget)
 
 
+def _require_pairs_in_range(hist, calibration) -> None:
+    """A range with no pair distance inside (lo, hi] makes every curve flat: refuse it."""
+    pooled = hist.pooled()
+    inside = float(pooled.pos[1:-1].sum() + pooled.neg[1:-1].sum())
+    if inside > 0:
+        return
+    below = int(round(float(pooled.pos[0] + pooled.neg[0])))
+    above = int(round(float(pooled.pos[-1] + pooled.neg[-1])))
+    raise ConfigError(
+        f"no pair distance lies inside the calibration range [{calibration.lo:g}, {calibration.hi:g}] "
+        f"({below:,} pairs at or below lo, {above:,} above hi): every curve would be flat; choose a range "
+        "where pairs lie (e.g. --calib-far 0.001:0.1)"
+    )
+
+
 def _figures(hist, sizes, config: EvalConfig):
     curves = class_curves(hist, sizes, beta=config.beta)
     o = opis(curves.utility, curves.grid)
@@ -335,7 +364,7 @@ def _figures(hist, sizes, config: EvalConfig):
 
 
 def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads, progress,
-                          timings, t0) -> Report:
+                          timings, t0, duplicates) -> Report:
     import dataclasses
 
     from .approximate import ApproxOptions, approximate_pass
@@ -367,6 +396,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
     with thread_limit(threads):  # BLAS products outside the exact passes obey --threads too
         result = approximate_pass(prepared, grid, kmax=kmax, opts=opts, far_at_hi=far_at_hi, threads=threads,
                                   progress=progress)
+    _require_pairs_in_range(result.histograms, calibration)
     curves, o, e = _figures(result.histograms, sizes, config)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
@@ -419,7 +449,7 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
     timings.update({f"approx_{k}": v for k, v in info["timings"].items()})
     timings["total"] = time.perf_counter() - t0
     return Report(
-        config=config, calibration=calibration, input=_input_section(dataset, used, digest),
+        config=config, calibration=calibration, input=_input_section(dataset, used, digest, duplicates),
         labels=[dataset.labels.values[int(c)] for c in curves.classes], curves=curves, opis=o.value,
         eps_opis=e.value, opis_contributions=o.contributions, mean_utility=e.mean_utility,
         mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast, recall_at_k=recall,

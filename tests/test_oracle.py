@@ -73,6 +73,14 @@ def _assume_no_near_ties(ref, labels, grid):
         assume(np.all(np.abs(other - m) > TIE_GAP))
 
 
+def _no_pair_inside(ref, labels, lo, hi) -> bool:
+    """No pair distance in (lo, hi]: every threshold of the range makes the same decisions, the
+    curves are flat, and the pipeline refuses the range (docs/errors.md) instead of reporting it."""
+    iu, ju = np.triu_indices(len(labels), 1)
+    pair_d = ref["dist"][iu, ju]
+    return not ((pair_d > lo) & (pair_d <= hi)).any()
+
+
 def _check(report, ref, labels):
     assert report.labels == ref["labels"]
     np.testing.assert_allclose(report.curves.tar, ref["tar"], rtol=0, atol=1e-12)
@@ -103,6 +111,11 @@ def test_matches_bruteforce_on_random_data(case, beta, epsilon, contrast, tile):
         return
     ref = reference(x, labels, grid, **ref_kwargs)
     _assume_no_near_ties(ref, labels, grid)
+    if _no_pair_inside(ref, labels, lo, hi):
+        with pytest.raises(ConfigError, match="no pair distance lies inside"):
+            opis_cli.evaluate(x, labels, metric=metric, normalize=normalize, calib=(lo, hi), thresholds=t,
+                              beta=beta, epsilon=epsilon, eps_contrast=contrast, k=ks)
+        return
     report = opis_cli.evaluate(
         x, labels, metric=metric, normalize=normalize, calib=(lo, hi), thresholds=t, beta=beta,
         epsilon=epsilon, eps_contrast=contrast, k=ks, memory_budget=tile * tile * 30,
@@ -148,6 +161,10 @@ def test_exact_ties_at_thresholds_and_between_neighbours(case, beta, tile):
     c_used = sum(1 for c in set(labels.tolist()) if (labels == c).sum() >= 2)
     assume(math.ceil(0.1 * c_used) < c_used)
     ref = reference(x, labels, grid, beta=beta, ks=ks)
+    if _no_pair_inside(ref, labels, lo, hi):
+        with pytest.raises(ConfigError, match="no pair distance lies inside"):
+            opis_cli.evaluate(x, labels, calib=(lo, hi), thresholds=t, beta=beta, k=ks)
+        return
     report = opis_cli.evaluate(x, labels, calib=(lo, hi), thresholds=t, beta=beta, k=ks,
                                memory_budget=tile * tile * 30)
     _check(report, ref, labels)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import opis_cli
-from opis_cli.errors import InputError, OpisError
+from opis_cli.errors import ConfigError, InputError, OpisError
 from opis_cli.runs import atomic_write, atomic_write_text, resolve_run, save_run
 
 
@@ -106,10 +106,16 @@ def test_api_errors_are_domain_exceptions():
         opis_cli.evaluate(np.ones((4, 2), dtype=np.int64), [0, 0, 1, 1])
 
 
-def test_calibration_range_with_no_negatives_in_it_is_still_exact():
-    # A range far below every distance: everything is rejected; utility is 0 everywhere, OPIS 0.
+def test_calibration_range_with_no_pair_inside_is_refused_with_counts():
+    # A range below every distance rejects everything at every threshold: OPIS would be 0, a figure
+    # a gate would pass. Refused, with where the pairs are (most likely a range in the wrong units).
     rng = np.random.default_rng(1)
     labels = np.arange(40) % 4
     x = rng.normal(size=(40, 6))
-    r = opis_cli.evaluate(x, labels, calib=(0.0, 1e-6), thresholds=5)
-    assert r.opis == 0.0 and r.far_at_hi == 0.0
+    with pytest.raises(ConfigError, match=r"no pair distance lies inside .*\(0 pairs at or below lo, 780 above hi\)"):
+        opis_cli.evaluate(x, labels, calib=(0.0, 1e-6), thresholds=5)
+    # One pair inside is enough: the figures are computed (exactly; the oracle tests check that).
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d01 = float(1 - xn[0] @ xn[1])
+    r = opis_cli.evaluate(x, labels, calib=(d01 - 1e-4, d01 + 1e-4), thresholds=3)
+    assert r.far_at_hi >= r.far_at_lo
