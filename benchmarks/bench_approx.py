@@ -57,6 +57,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--compare", action="store_true", help="also run the exact engine (O(N^2))")
     ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--ef-search", type=int, default=64)
+    ap.add_argument("--seed", type=int, action="append", default=None,
+                    help="approximate engine's seed (repeatable: one run per seed; default 0)")
     ap.add_argument("--only-default-calib", action="store_true", help="skip the FAR 1e-5:1e-3 run")
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true")
@@ -69,14 +71,15 @@ def main(argv=None) -> list[dict]:
     ds = make_data(args.n, args.d, args.classes or max(2, args.n // 100))
     results = []
     fars = ((0.001, 0.1),) if args.only_default_calib else ((0.001, 0.1), (1e-5, 1e-3))
-    for far in fars:
-        row: dict = {"n": args.n, "d": args.d, "calib_far": list(far), "index": args.index,
+    exact_cache: dict = {}
+    for far, seed in ((f, s) for f in fars for s in (args.seed or [0])):
+        row: dict = {"n": args.n, "d": args.d, "calib_far": list(far), "index": args.index, "seed": seed,
                      "diffuse": args.diffuse, "nprobe": args.nprobe, "ef_search": args.ef_search}
         config = EvalConfig(calib_far=far, k=(1,))
         t = time.perf_counter()
         approx = evaluate_dataset(ds, config, engine=args.index,
                                   approx=ApproxOptions(index=args.index, nprobe=args.nprobe,
-                                                      ef_search=args.ef_search))
+                                                      ef_search=args.ef_search, seed=seed))
         row["approx_seconds"] = round(time.perf_counter() - t, 1)
         a = approx.approximation
         row.update(negatives=a["negatives"], negatives_note=a.get("negatives_note"), opis=approx.opis, opis_interval=a["errors"]["opis"]["interval"],
@@ -85,9 +88,12 @@ def main(argv=None) -> list[dict]:
                    lo=approx.calibration.lo, hi=approx.calibration.hi,
                    stages={k: v for k, v in approx.timings.items() if isinstance(v, float)})
         if args.compare:
-            pinned = EvalConfig(calib=(approx.calibration.lo, approx.calibration.hi), k=(1,))
+            # The interval is conditional on the range the run used: compare at that range.
+            key = (approx.calibration.lo, approx.calibration.hi)
             t = time.perf_counter()
-            exact = evaluate_dataset(ds, pinned, engine="exact")
+            if key not in exact_cache:
+                exact_cache[key] = evaluate_dataset(ds, EvalConfig(calib=key, k=(1,)), engine="exact")
+            exact = exact_cache[key]
             row["exact_seconds"] = round(time.perf_counter() - t, 1)
             row.update(exact_opis=exact.opis, exact_eps_opis=exact.eps_opis, exact_recall_at_1=exact.recall_at_k[1],
                        opis_rel_error=approx.opis / exact.opis - 1,

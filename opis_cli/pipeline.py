@@ -160,16 +160,6 @@ def margins_dataset(dataset: Dataset, config: EvalConfig, *, memory_budget: int 
 
 
 ENGINES = ("auto", "exact", "ivf", "hnsw")
-# Rough exact-pass cost on a 2-core AVX-512 machine (docs/performance.md): matrix products at
-# ~300 GFLOP/s plus the kernel at ~500 M pairs/s. Only used to choose the engine.
-EXACT_FLOPS_PER_S = 300e9
-EXACT_KERNEL_PAIRS_PER_S = 500e6
-
-
-def estimate_exact_seconds(n: int, d: int, passes: int = 2) -> float:
-    """Rough wall time of the exact engine (``passes`` = 2 with a FAR-derived range)."""
-    pairs = n * (n - 1) / 2
-    return passes * pairs * (2.0 * d / EXACT_FLOPS_PER_S + 1.0 / EXACT_KERNEL_PAIRS_PER_S)
 
 
 def evaluate_dataset(
@@ -224,15 +214,26 @@ def evaluate_dataset(
     )
     digest = dataset.content_hash()
     timings["prepare"] = time.perf_counter() - t0
+    cost = None
     if engine == "auto":
-        estimate = estimate_exact_seconds(n, d, 1 if config.calib is not None else 2)
-        engine = "exact" if estimate <= max_exact_seconds else "ivf"
-        if engine != "exact" and notify is not None:
-            notify(f"exact evaluation would take about {estimate / 60:.0f} min; using the approximate engine "
-                   f"(--index ivf, with error bars). Pass --index exact to force exact figures.")
+        from .cost import exact_cost
+
+        t_probe = time.perf_counter()
+        cost = exact_cost(
+            prepared, passes=1 if config.calib is not None else 2, far_hi=config.calib_far[1],
+            grid=None if config.calib is None else CalibrationRange(*config.calib, mode="distance").grid(
+                config.thresholds), kmax=kmax, limit_seconds=max_exact_seconds, memory_budget=memory_budget,
+            threads=threads, kernel=kernel, seed=approx.seed if approx is not None else 0,
+        )
+        timings["engine_choice"] = time.perf_counter() - t_probe
+        engine = "exact" if cost.seconds <= max_exact_seconds else "ivf"
+        if engine != "exact":
+            how = ("timed on a sample of this data" if cost.method == "probe" else "from a fixed cost model")
+            say(f"exact evaluation would take about {cost.seconds / 60:.0f} min ({how}); using the approximate "
+                f"engine (--index ivf, with error bars). Pass --index exact to force exact figures.")
     if engine != "exact":
         return _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads,
-                                     progress, timings, t0, duplicates)
+                                     progress, timings, t0, duplicates, cost)
 
     passes = 1
     if config.calib is not None:
@@ -292,7 +293,8 @@ def evaluate_dataset(
         distributions=distributions,
         class_recall=class_recall,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
-                 **{k: round(v, 4) for k, v in timings.items()}},
+                 **{k: round(v, 4) for k, v in timings.items()},
+                 **({"exact_estimate": cost.to_dict()} if cost else {})},
     )
 
 
@@ -364,7 +366,7 @@ def _figures(hist, sizes, config: EvalConfig):
 
 
 def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads, progress,
-                          timings, t0, duplicates) -> Report:
+                          timings, t0, duplicates, cost=None) -> Report:
     import dataclasses
 
     from .approximate import ApproxOptions, approximate_pass
@@ -454,7 +456,8 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         eps_opis=e.value, opis_contributions=o.contributions, mean_utility=e.mean_utility,
         mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast, recall_at_k=recall,
         pooled=result.histograms.pooled(), engine={"name": "approximate", "index": engine},
-        timings={k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+        timings={**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+                 **({"exact_estimate": cost.to_dict()} if cost else {})},
         approximation=approximation,
         distributions=_distributions(prepared, dataset, curves, e, DEFAULT_MEMORY_BUDGET, threads),
         class_recall=class_recall,

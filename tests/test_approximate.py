@@ -84,6 +84,29 @@ def test_auto_switches_with_a_message(dataset):
     assert r.engine["name"] == "exact" and len(said) == 1
 
 
+@pytest.mark.parametrize("calib", [None, (0.5, 0.9)])
+def test_auto_times_the_exact_engine_on_a_sample_when_the_choice_is_close(dataset, monkeypatch, calib):
+    # The fixed cost model only fits the machine it was measured on; near the limit the engine is
+    # timed on seeded rows of the data itself, and the estimate decides (both ways).
+    from opis_cli import cost
+
+    monkeypatch.setattr(cost, "PROBE_ROWS", 700)
+    monkeypatch.setattr(cost, "PROBE_WINDOW", 1e12)
+    config = EvalConfig(calib=calib) if calib else EvalConfig()
+    said = []
+    r = evaluate_dataset(dataset, config, engine="auto", max_exact_seconds=1e-9, notify=said.append)
+    estimate = r.timings["exact_estimate"]
+    assert r.engine["name"] == "approximate" and "timed on a sample of this data" in said[-1]
+    assert estimate["method"] == "probe" and estimate["probe_pairs"] == 700 * 699 // 2
+    assert estimate["passes"] == (1 if calib else 2) and estimate["seconds"] > 0
+    r = evaluate_dataset(dataset, config, engine="auto", max_exact_seconds=1e9, notify=said.append)
+    assert r.engine["name"] == "exact" and r.timings["exact_estimate"]["method"] == "probe"
+    # Far from the limit the model alone decides and nothing is timed.
+    monkeypatch.setattr(cost, "PROBE_WINDOW", 20.0)
+    r = evaluate_dataset(dataset, config, engine="auto", max_exact_seconds=600, notify=said.append)
+    assert r.timings["exact_estimate"]["method"] == "model"
+
+
 def test_bad_approximate_options():
     with pytest.raises(ConfigError, match="range search needs --index ivf"):
         ApproxOptions(index="hnsw", negatives="range")
