@@ -94,14 +94,17 @@ def margins_tables(report, top: int = 10) -> Group:
     parts.append(head)
     for line in rec["explanation"]:
         parts.append(f"[dim]{line}[/]")
-    cand = Table(title="candidates (targets x 1/3, 1, 3)", title_justify="left")
-    for col in ("FAR", "FRR", "m+", "m-", "hard pos", "hard neg", "TCM loss", "what-if OPIS", "what-if eps-OPIS"):
-        cand.add_column(col, justify="right")
+    from rich import box
+
+    cand = Table(title="candidates (targets x 1/3, 1, 3)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Two-line headers and short numbers: the table fits an 80-column terminal (CI logs).
+    for col in ("FAR", "FRR", "m+", "m-", "hard\npos", "hard\nneg", "TCM\nloss", "what-if\nOPIS", "what-if\nε-OPIS"):
+        cand.add_column(col, justify="right", no_wrap=True)
     for c in m["candidates"]:
         style = "bold" if (c["margin_plus"], c["margin_minus"]) == (rec["margin_plus"], rec["margin_minus"]) else None
         cand.add_row(f"{c['target_far']:.3g}", f"{c['target_frr']:.3g}", f"{c['margin_plus']:.4f}",
                      f"{c['margin_minus']:.4f}", f"{c['hard_positive_share']:.1%}", f"{c['hard_negative_share']:.1%}",
-                     f"{c['tcm_loss']:.4f}", f"{c['what_if_opis']:.3g}", f"{c['what_if_eps_opis']:.3g}", style=style)
+                     f"{c['tcm_loss']:.4f}", f"{c['what_if_opis']:.2g}", f"{c['what_if_eps_opis']:.2g}", style=style)
     parts.append(cand)
     owners = sorted(m["classes"], key=lambda r: -(r["hard_positives"] + r["hard_negatives"]))[:top]
     own = Table(title=f"classes owning the most hard pairs (top {len(owners)})", title_justify="left")
