@@ -39,3 +39,4 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_cli.py
+	$(BIN)/python docs/gen_errors.py

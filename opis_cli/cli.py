@@ -105,8 +105,23 @@ def _si(value: float) -> str:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # Messages quote file names, labels and columns: never let them read as rich markup.
+    _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job), raised like Ctrl-C so the same clean-up runs: temporary files
+    are removed and `latest` is left alone."""
+
+    exit_code = 143
+
+
+def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    return _fail(f"{what}; no run was saved", getattr(exc, "exit_code", 130))
 
 
 class _LazyProgress:
@@ -314,9 +329,9 @@ def evaluate(
     except OpisError as exc:
         progress.stop()
         raise _fail(str(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.stop()
-        raise _fail("interrupted; no run was saved", 130) from None
+        raise _interrupted(exc) from None
 
     if json_path == "-" or fmt is OutputFormat.json:
         sys.stdout.write(report.to_json())
@@ -574,9 +589,9 @@ def margins(
     except OpisError as exc:
         progress.stop()
         raise _fail(str(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.stop()
-        raise _fail("interrupted; no run was saved", 130) from None
+        raise _interrupted(exc) from None
     if fmt is MarginsFormat.pml:
         sys.stdout.write(pml_line(report.margins) + "\n")
     elif fmt is MarginsFormat.json:
@@ -636,9 +651,38 @@ def plot(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Runs the app outside click's standalone mode so that its usage errors (a missing argument, an
+    unknown choice) leave as one line on stderr with exit code 2, like every other user mistake,
+    instead of a usage block and a framed panel. SIGTERM is handled like Ctrl-C.
+    """
+    import signal
+
+    from typer.main import get_command
+
+    def terminate(signum, frame):
+        raise Terminated()
+
     try:
-        app()
-    except KeyboardInterrupt:
-        _stderr().print("[bold red]error:[/] interrupted")
-        sys.exit(130)
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (embedded use): keep the default
+        pass
+    try:
+        code = get_command(app).main(prog_name="opis", standalone_mode=False)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+        sys.exit(getattr(exc, "exit_code", 130))
+    except Exception as exc:
+        # click's (typer-vendored) exceptions carry exit_code and format_message: duck-typed, as
+        # typer does itself, because the vendored module is private.
+        if not (hasattr(exc, "exit_code") and hasattr(exc, "format_message")):
+            if type(exc).__name__ == "Abort":
+                raise _fail("aborted", 1) from None
+            raise
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _fail(exc.format_message() + hint)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

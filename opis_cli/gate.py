@@ -12,7 +12,9 @@ standard error of the current report (absolute checks) or sqrt(se_baseline^2 + s
 (relative checks). Both reports then need a bootstrap section (``opis evaluate --bootstrap``).
 
 Reports are comparable when every setting that changes a figure's meaning agrees: metric,
-normalisation, calibration range, thresholds, beta, epsilon, eps contrast, and the class set.
+normalisation, calibration range, thresholds, beta, epsilon, eps contrast, the class set and the
+evaluation set (``input.labels_sha256``: label values and counts, so two models evaluated on the
+same labelled items compare, and a report from another dataset is refused).
 """
 
 from __future__ import annotations
@@ -167,6 +169,16 @@ def comparability_problems(baseline: dict, current: dict) -> list[str]:
         only_b, only_c = set(map(str, bl)) - set(map(str, cl)), set(map(str, cl)) - set(map(str, bl))
         problems.append(f"class sets differ: {len(only_b)} only in the baseline, {len(only_c)} only in the "
                         f"current report ({len(bl)} vs {len(cl)} classes)")
+    else:
+        hb = baseline.get("input", {}).get("labels_sha256")
+        hc = current.get("input", {}).get("labels_sha256")
+        if hb and hc and hb != hc:  # same classes, other members: another evaluation set
+            sizes_b = {str(c.get("label")): c.get("size") for c in baseline.get("classes", [])}
+            changed = [label for label, size in ((str(c.get("label")), c.get("size"))
+                                                 for c in current.get("classes", [])) if sizes_b.get(label) != size]
+            nb, nc = baseline.get("input", {}).get("n"), current.get("input", {}).get("n")
+            problems.append(f"evaluation sets differ (labels hash): {nb} vs {nc} items, {len(changed)} class "
+                            f"size(s) differ{' (e.g. ' + ', '.join(changed[:3]) + ')' if changed else ''}")
     return problems
 
 

@@ -8,7 +8,6 @@ code point order for strings); that order is the "label order" the definitions r
 
 from __future__ import annotations
 
-
 import hashlib
 import os
 from dataclasses import dataclass, replace
@@ -44,6 +43,16 @@ class Labels:
     @property
     def n_classes(self) -> int:
         return len(self.values)
+
+    def counts_hash(self) -> str:
+        """SHA-256 of the label values and their counts, independent of row order and of any
+        model: two reports with the same hash were evaluated on the same labelled set (as far as
+        labels can tell), whatever embeddings were compared. A gate uses it to refuse comparing a
+        model evaluated on one set with a baseline evaluated on another."""
+        h = hashlib.sha256(b"opis-labels-v1:")
+        for value, count in zip(self.values, np.bincount(self.codes, minlength=self.n_classes)):
+            h.update(f"{type(value).__name__}:{value}\x00{int(count)}\x00".encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,8 +125,11 @@ def encode_labels(labels: Any) -> Labels:
     if pa.types.is_dictionary(t):
         arr = arr.dictionary_decode()
         t = arr.type
-    if pa.types.is_large_string(t):
+    if pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
         arr = arr.cast(pa.string())
+        t = arr.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        arr = _utf8_labels(arr)
         t = arr.type
     if not (pa.types.is_integer(t) or pa.types.is_string(t)):
         raise InputError(f"labels must be integers or strings, got {t}")
@@ -129,6 +141,20 @@ def encode_labels(labels: Any) -> Labels:
     codes = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)]
     values = dictionary.take(pa.array(order)).to_pylist()
     return Labels(codes=codes, values=values)
+
+
+def _utf8_labels(arr):
+    """Binary labels as strings when every value is valid UTF-8 (writers often store text as binary)."""
+    import pyarrow as pa
+
+    values = arr.to_pylist()
+    for row, raw in enumerate(values):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"labels are byte strings that are not valid UTF-8 (row {row}: {raw[:24]!r}, byte "
+                             f"{exc.start}); store them as integers or text") from None
+    return pa.array([v.decode("utf-8") for v in values], pa.string())
 
 
 def _to_arrow_labels(labels: Any):
@@ -148,10 +174,7 @@ def _to_arrow_labels(labels: Any):
     if arr.dtype.kind == "U":
         return pa.array(arr, type=pa.string())
     if arr.dtype.kind == "S":
-        try:
-            return pa.array(np.char.decode(arr, "utf-8"), type=pa.string())
-        except UnicodeDecodeError:
-            raise InputError("labels are byte strings that are not valid UTF-8") from None
+        return _utf8_labels(pa.array(arr.tolist(), pa.binary()))
     if arr.dtype.kind == "f":
         if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             return pa.array(arr.astype(np.int64))
@@ -251,8 +274,27 @@ def as_embedding_matrix(emb: Any) -> np.ndarray:
     if arr.dtype.kind != "f":
         raise InputError(f"embeddings must be floating point (float16/32/64), got dtype {arr.dtype}")
     if arr.dtype != np.float32:
+        if arr.dtype.itemsize > 4:
+            _require_float32_range(arr)
         arr = arr.astype(np.float32)
     return arr
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _require_float32_range(arr: np.ndarray, chunk_rows: int = 1 << 16) -> None:
+    """Finite values beyond float32's range would turn into Inf and be reported as a diverged
+    model; say what they are instead (NaN/Inf themselves are reported by the preparation pass)."""
+    for start in range(0, arr.shape[0], chunk_rows):
+        block = np.abs(np.asarray(arr[start:start + chunk_rows]))
+        over = np.isfinite(block) & (block > _FLOAT32_MAX)
+        if over.any():
+            row = start + int(np.flatnonzero(over.any(axis=1))[0])
+            raise InputError(
+                f"embeddings hold finite values beyond float32's range (|x| up to {float(block[over].max()):.3g}, "
+                f"first at row {row}); computation is in float32: rescale the embeddings"
+            )
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -263,9 +305,16 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
             raise InputError(f"{path}: object arrays are not supported; save {what} as numbers or fixed-width strings") from None
-        raise InputError(f"{path}: cannot read .npy file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read .npy file ({exc})") from None
+        raise InputError(f"{path}: cannot read .npy file ({_first_line(exc)})") from None
+    except MemoryError:
+        raise InputError(f"{path}: the .npy header asks for more memory than this machine has") from None
+    except Exception as exc:  # a damaged header reaches numpy's parser (tokenize, SyntaxError, ...)
+        raise InputError(f"{path}: cannot read .npy file (damaged header: {exc.__class__.__name__})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def _load_npz(path: Path, shown: str) -> Dataset:
@@ -363,7 +412,9 @@ def _read_columns(path: Path, fmt: str, columns: list[str]):
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, columns=columns)
+        # Pages written with checksums are verified: damaged data pages otherwise decode to
+        # plausible wrong numbers and give a wrong report instead of an error.
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
     import pyarrow as pa
 
     source = pa.memory_map(str(path), "r")

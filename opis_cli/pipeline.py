@@ -312,6 +312,7 @@ def _input_section(dataset: Dataset, used: int, digest: str, duplicates: int) ->
         "classes_used": used,
         "classes_skipped": int(dataset.labels.n_classes - used),
         "sha256": digest,
+        "labels_sha256": dataset.labels.counts_hash(),
         "dtype": info.dtype,
         "duplicate_rows": int(duplicates),
     }

@@ -5,7 +5,9 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     schema_version*      int
     tool                 {name, version*}
     input*               {path, format, embedding_column, label_column, n, d, classes,
-                          classes_used, classes_skipped, sha256}
+                          classes_used, classes_skipped, sha256 (embeddings and labels in row
+                          order), labels_sha256 (label values and counts: the evaluation set,
+                          whatever the model), dtype (as stored), duplicate_rows}
     config*              every option that changes a figure (EvalConfig.to_dict)
     calibration*         {mode, lo*, hi*, thresholds*, step, far_target, resolution,
                           far_at_lo, far_at_hi, tar_at_lo, tar_at_hi}

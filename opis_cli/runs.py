@@ -42,8 +42,21 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see all or nothing."""
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see all or nothing.
+
+    A target that exists and is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is
+    written in place: renaming over it would replace a device node with a file (as root, it would
+    destroy ``/dev/null`` for the whole machine), and such targets have no half-written state.
+    """
     target = Path(path)
+    if target.exists() and not target.is_file():
+        if target.is_dir():
+            raise OpisError(f"cannot write {target}: it is a directory")
+        try:
+            write(target)
+        except OSError as exc:
+            raise OpisError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return target
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
