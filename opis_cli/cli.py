@@ -166,6 +166,33 @@ class _LazyProgress:
             self.progress.stop()
 
 
+class _Notes:
+    """Notes from the library (engine switch, float64 input, duplicates). Someone watching a
+    terminal sees them at once; in a log they are written once the run has succeeded, so a
+    failed run leaves exactly one line, its error."""
+
+    def __init__(self, immediate: bool):
+        self.immediate = immediate
+        self.pending: list[str] = []
+
+    def add(self, message: str) -> None:
+        if self.immediate:
+            self._print(message)
+        else:
+            self.pending.append(message)
+
+    def flush(self) -> None:
+        for message in self.pending:
+            self._print(message)
+        self.pending.clear()
+
+    @staticmethod
+    def _print(message: str) -> None:
+        from rich.markup import escape
+
+        _stderr().print(f"[yellow]note:[/] {escape(message)}", soft_wrap=True)
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -265,6 +292,7 @@ def evaluate(
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
+    notes = _Notes(immediate=progress.enabled)
     try:
         from .config import EvalConfig, parse_memory_size, parse_range
         from .pipeline import evaluate_file
@@ -302,10 +330,10 @@ def evaluate(
         report = evaluate_file(
             input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
             memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value, approx=approx,
-            max_exact_seconds=max_exact_minutes * 60, progress=progress,
-            notify=lambda message: _stderr().print(f"[yellow]note:[/] {message}", soft_wrap=True),
+            max_exact_seconds=max_exact_minutes * 60, progress=progress, notify=notes.add,
         )
         progress.stop()
+        notes.flush()
         if bootstrap:
             from .bootstrap import bootstrap_report
 

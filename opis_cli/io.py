@@ -276,7 +276,8 @@ def as_embedding_matrix(emb: Any) -> np.ndarray:
     if arr.dtype != np.float32:
         if arr.dtype.itemsize > 4:
             _require_float32_range(arr)
-        arr = arr.astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported by the preparation pass
+            arr = arr.astype(np.float32)
     return arr
 
 
@@ -287,8 +288,9 @@ def _require_float32_range(arr: np.ndarray, chunk_rows: int = 1 << 16) -> None:
     """Finite values beyond float32's range would turn into Inf and be reported as a diverged
     model; say what they are instead (NaN/Inf themselves are reported by the preparation pass)."""
     for start in range(0, arr.shape[0], chunk_rows):
-        block = np.abs(np.asarray(arr[start:start + chunk_rows]))
-        over = np.isfinite(block) & (block > _FLOAT32_MAX)
+        with np.errstate(invalid="ignore"):
+            block = np.abs(np.asarray(arr[start:start + chunk_rows]))
+            over = np.isfinite(block) & (block > _FLOAT32_MAX)
         if over.any():
             row = start + int(np.flatnonzero(over.any(axis=1))[0])
             raise InputError(
@@ -499,9 +501,7 @@ def embedding_matrix_from_arrow(column, name: str = "embedding") -> np.ndarray:
         raise InputError(f"embedding column {name!r} holds {vt} values; expected floats")
     if values.null_count:
         raise InputError(f"embedding column {name!r} has {values.null_count} null value(s) inside its lists")
-    flat = values.to_numpy(zero_copy_only=False)
-    if flat.dtype != np.float32:
-        flat = flat.astype(np.float32)
     if d == 0:
         raise InputError(f"embedding column {name!r} holds empty lists")
-    return flat.reshape(n, d)
+    flat = values.to_numpy(zero_copy_only=False).reshape(n, d)
+    return as_embedding_matrix(flat)

@@ -195,6 +195,13 @@ def evaluate_dataset(
     kmax = max(config.k)
     if kmax > n - 1:
         raise ConfigError(f"--k {kmax} is larger than the database (N - 1 = {n - 1} items per query)")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
+    prepared = prepare_embeddings(
+        dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
+        metric=config.metric, normalize=config.normalize,
+    )
+    # Notes come after validation: a rejected input gets its error alone.
     say = notify or (lambda message: None)
     if kmax >= int(sizes.max()):
         say(f"--k {kmax} is not below the largest class ({int(sizes.max())} members): Recall@{kmax} counts a hit "
@@ -205,13 +212,6 @@ def evaluate_dataset(
     if duplicates:
         say(f"{duplicates:,} row(s) repeat an earlier row exactly; allowed (such pairs have distance 0), "
             "counted in input.duplicate_rows")
-
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
-    prepared = prepare_embeddings(
-        dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
-        metric=config.metric, normalize=config.normalize,
-    )
     digest = dataset.content_hash()
     timings["prepare"] = time.perf_counter() - t0
     cost = None

@@ -12,8 +12,10 @@ import numpy as np
 from scipy.integrate import trapezoid
 
 
-def distance_matrix(x, metric="cosine", normalize=True):
-    x = np.asarray(x, dtype=np.float32).astype(np.float64)  # the tool reads float32
+def distance_matrix(x, metric="cosine", normalize=True, as_float32=True):
+    # The tool reads float32: by default so does the reference; as_float32=False keeps the input's
+    # own precision (the float64 truth of a float64 input).
+    x = np.asarray(x, dtype=np.float32).astype(np.float64) if as_float32 else np.asarray(x, dtype=np.float64)
     if metric == "cosine" or normalize:
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
     if metric == "cosine":
@@ -46,10 +48,10 @@ def utility(tar, trr, beta):
 
 
 def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, epsilon=0.1,
-              contrast="rest", ks=(1,)):
+              contrast="rest", ks=(1,), as_float32=True):
     labels = np.asarray(labels)
     grid = np.asarray(grid, dtype=np.float64)
-    dist = distance_matrix(x, metric, normalize)
+    dist = distance_matrix(x, metric, normalize, as_float32)
     per_class = pair_lists(dist, labels)
     used = [c for c, (pos, _) in per_class.items() if len(pos) > 0]
     tar = np.array([[np.mean(per_class[c][0] <= t) for t in grid] for c in used])

@@ -93,6 +93,7 @@ def test_incomparable_reports_are_refused_or_warned(runs):
     (lambda r: r["config"].__setitem__("epsilon", 0.2), "epsilon differs"),
     (lambda r: r["calibration"].__setitem__("thresholds", 51), "thresholds differ"),
     (lambda r: r["classes"].pop(), "class sets differ"),
+    (lambda r: r["input"].__setitem__("labels_sha256", "0" * 64), "evaluation sets differ"),
 ])
 def test_each_comparability_rule(runs, change, fragment):
     a = _report(runs, "model_a")

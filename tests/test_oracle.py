@@ -220,3 +220,39 @@ def test_far_calibration_grid_cut_never_changes_the_range(monkeypatch, cut):
         assert len(passes) == 1 and passes[0] < full / 2  # one pass, on a cut grid
     else:
         assert passes == {"too_low": [4, full], "none": [full]}[cut]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_float64_input_agrees_with_a_float64_bruteforce(seed):
+    # Computed in float32 (with a note): pairs within float32 rounding of a threshold may change
+    # sides, which moves OPIS by far less than 1e-5 on realistic data; the truth here is float64.
+    rng = np.random.default_rng(seed)
+    n_classes = int(rng.integers(4, 12))
+    labels = rng.integers(0, n_classes, 240)
+    d = int(rng.integers(4, 64))
+    scale = 10.0 ** rng.uniform(-3, 3)  # the float32 conversion must not depend on the input's scale
+    x = (rng.normal(size=(n_classes, d))[labels] + rng.uniform(0.3, 1.5) * rng.normal(size=(240, d))) * scale
+    metric, normalize = [("cosine", True), ("l2", True), ("l2", False)][seed % 3]
+    ref64 = reference(x, labels, np.array([0.0, 1.0]), metric=metric, normalize=normalize, as_float32=False)
+    iu, ju = np.triu_indices(len(labels), 1)
+    dist = ref64["dist"][iu, ju]
+    lo, hi = np.quantile(dist, [0.02, 0.3])
+    grid = np.linspace(lo, hi, 51)
+    ref = reference(x, labels, grid, metric=metric, normalize=normalize, as_float32=False)
+    said = []
+    from opis_cli.config import EvalConfig
+    from opis_cli.io import Dataset, InputInfo, encode_labels
+    from opis_cli.pipeline import evaluate_dataset
+
+    report = evaluate_dataset(Dataset(x.astype(np.float32), encode_labels(labels),
+                                      InputInfo(None, "array", dtype="float64")),
+                              EvalConfig(metric=metric, normalize=normalize, calib=(float(lo), float(hi)),
+                                         thresholds=51), notify=said.append)
+    assert any("float64; computed in float32" in m for m in said)
+    assert report.input["dtype"] == "float64"
+    assert abs(report.opis - ref["opis"]) <= 1e-5
+    assert abs(report.eps_opis - ref["eps_opis"]) <= 1e-5
+    # And through the public call with the float64 array itself.
+    direct = opis_cli.evaluate(x, labels, metric=metric, normalize=normalize, calib=(float(lo), float(hi)),
+                               thresholds=51)
+    assert direct.input["dtype"] == "float64" and direct.opis == report.opis

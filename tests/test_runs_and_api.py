@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,16 @@ def test_calibration_range_with_no_pair_inside_is_refused_with_counts():
     d01 = float(1 - xn[0] @ xn[1])
     r = opis_cli.evaluate(x, labels, calib=(d01 - 1e-4, d01 + 1e-4), thresholds=3)
     assert r.far_at_hi >= r.far_at_lo
+
+
+def test_device_targets_are_written_in_place_never_replaced():
+    # Renaming a temporary file over /dev/null would, as root, replace the machine's /dev/null.
+    import stat
+
+    before = os.stat("/dev/null")
+    assert atomic_write_text("/dev/null", "{}\n") == Path("/dev/null")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    with pytest.raises(OpisError, match="No space left on device"):
+        atomic_write_text("/dev/full", "{}\n")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
