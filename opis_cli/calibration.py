@@ -72,6 +72,7 @@ def resolve_far_range(
     progress: ProgressCallback | None = None,
     threads: int | None = None,
     kernel: str = "auto",
+    client=None,
 ) -> tuple[CalibrationRange, PooledHistogram]:
     """Derive [lo, hi] from pooled FAR bounds with one exact pooled pass over all pairs.
 
@@ -86,7 +87,7 @@ def resolve_far_range(
     cut = _upper_edge_index(p, full, far_hi, threads)
     for edges in ((full[:cut + 1], full) if cut + 1 < len(full) else (full,)):
         result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
-                            threads=threads, kernel=kernel)
+                            threads=threads, kernel=kernel, client=client)
         pooled = result.histograms
         if pooled.neg[:-1].sum() >= far_hi * pooled.neg.sum():
             break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -58,6 +59,11 @@ class Index(str, Enum):
     exact = "exact"
     ivf = "ivf"
     hnsw = "hnsw"
+
+
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
 
 
 class Negatives(str, Enum):
@@ -250,6 +256,15 @@ def evaluate(
              "would take longer than --max-exact-minutes.", rich_help_panel="Engine")] = Index.auto,
     max_exact_minutes: Annotated[float, typer.Option(help="Longest estimated exact run --index auto accepts.",
                                                      rich_help_panel="Engine")] = 10.0,
+    engine: Annotated[Executor, typer.Option(
+        help="Where the exact passes run: this machine, or a Dask cluster (needs opis-cli[dask]; same figures).",
+        rich_help_panel="Cluster")] = Executor.local,
+    scheduler: Annotated[Optional[str], typer.Option(
+        metavar="tcp://HOST:PORT", help="--engine dask: the scheduler of an existing cluster.",
+        rich_help_panel="Cluster")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="--engine dask without --scheduler: start a local cluster of this many worker processes.",
+        rich_help_panel="Cluster")] = None,
     negatives: Annotated[Negatives, typer.Option(
         help="Approximate engines: in-range negatives by IVF range search, by seeded sampling, or auto "
              "(range search when hi sits at a low FAR).", rich_help_panel="Engine")] = Negatives.auto,
@@ -327,11 +342,12 @@ def evaluate(
                 index="hnsw" if index is Index.hnsw else "ivf", nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                 ef_search=ef_search, negatives=negatives.value, samples_per_anchor=samples_per_anchor, seed=seed,
             )
-        report = evaluate_file(
-            input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
-            memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value, approx=approx,
-            max_exact_seconds=max_exact_minutes * 60, progress=progress, notify=notes.add,
-        )
+        with _dask_client(engine, scheduler, workers, threads) as client:
+            report = evaluate_file(
+                input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
+                memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value, approx=approx,
+                max_exact_seconds=max_exact_minutes * 60, progress=progress, notify=notes.add, client=client,
+            )
         progress.stop()
         notes.flush()
         if bootstrap:
@@ -386,6 +402,33 @@ def evaluate(
         _print_gate(gate_result, OutputFormat.table if fmt is OutputFormat.json else fmt, to_stderr=json_on_stdout)
         if not gate_result.passed:
             raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@contextmanager
+def _dask_client(engine: "Executor", scheduler: str | None, workers: int | None, threads: int | None):
+    """The Dask client --engine dask asks for (None for the local engine), closed afterwards."""
+    if engine is Executor.local:
+        if scheduler is not None or workers is not None:
+            raise OpisError("--scheduler and --workers need --engine dask")
+        yield None
+        return
+    from .dask_engine import connect, local_cluster_client
+
+    if scheduler is not None and workers is not None:
+        raise OpisError("give --scheduler (an existing cluster) or --workers (a local one), not both")
+    if scheduler is not None:
+        client = connect(scheduler)
+    else:
+        from .threads import available_cores
+
+        client = local_cluster_client(workers or available_cores(), threads)
+    try:
+        yield client
+    finally:
+        cluster = getattr(client, "cluster", None) if scheduler is None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, max_eps_opis_increase,

@@ -270,6 +270,7 @@ def exact_pass(
     progress: ProgressCallback | None = None,
     kernel: str = "auto",
     threads: int | None = None,
+    client=None,
 ) -> PairPassResult:
     """Visit every unordered pair once; return per-class (or pooled) histograms on ``edges``
     and, when ``kmax > 0``, the Recall@k neighbour state of every item.
@@ -277,10 +278,27 @@ def exact_pass(
     With ``per_class=False`` the result is a :class:`PooledHistogram` (what the calibration
     pass needs). ``kernel``: ``"numba"`` (fused, parallel), ``"numpy"`` (the reference block
     path), or ``"auto"`` (numba when importable). ``threads`` caps BLAS and kernel threads.
+    ``client``: a ``dask.distributed.Client`` whose workers run the stripes (dask_engine.py);
+    the result is identical to the local one.
     """
     from .threads import thread_limit
 
     kernel = resolve_kernel(kernel)
+    if client is not None:
+        if kernel != "numba":
+            raise ValueError("the Dask engine runs the fused kernel (numba)")
+        from .dask_engine import dask_counts
+
+        counts = dask_counts(client, p, edges, kmax=kmax, per_class=per_class, memory_budget=memory_budget,
+                             threads=threads, progress=progress)
+        neighbours = counts.neighbours
+        with thread_limit(threads) as n_threads:
+            if kmax == 1:
+                hi = ThresholdBins(edges).kernel_arguments()[2][-1]
+                resolve_far_neighbours(p, neighbours, hi, memory_budget)
+        hist = _finalize(p, np.asarray(edges, np.float64), (counts.anchored, counts.pos), per_class)
+        return PairPassResult(histograms=hist, neighbours=neighbours, pairs=p.n * (p.n - 1) // 2,
+                              tile=panel_shape(p.n, memory_budget)[0], kernel="numba+dask", threads=n_threads)
     with thread_limit(threads) as n_threads:
         if kernel == "numba":
             counts, neighbours, tile = _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads)
@@ -426,7 +444,60 @@ def _panel_pairs(i0, i1, j0, j1) -> int:
     return int(np.maximum(0, (j1 - j0) - np.arange(1, i1 - i0 + 1)).sum())
 
 
-def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads):
+@dataclass
+class PassCounts:
+    """The mergeable partial result of an exact pass over some row stripes: anchored and positive
+    counts in bins 0..T-1 (the overflow bin is reconstructed at the end) and the Recall@k
+    neighbour candidates of every item. Counts add and candidates take minima, so partial results
+    merge in any order, on any machine, into the same totals."""
+
+    anchored: np.ndarray  # (C or 1, T) int64
+    pos: np.ndarray  # (C or 1, T) int64
+    neighbours: NeighbourState | None
+    pairs: int = 0
+
+    @classmethod
+    def empty(cls, p: PreparedEmbeddings, t: int, kmax: int, per_class: bool) -> "PassCounts":
+        rows = p.n_classes if per_class else 1
+        return cls(np.zeros((rows, t), np.int64), np.zeros((rows, t), np.int64),
+                   NeighbourState.empty(p.n, kmax) if kmax else None)
+
+    def merge(self, other: "PassCounts") -> "PassCounts":
+        """Add ``other`` into this result (in place) and return it."""
+        self.anchored += other.anchored
+        self.pos += other.pos
+        if self.neighbours is not None:
+            self.neighbours.update(0, other.neighbours.same, other.neighbours.other)
+        self.pairs += other.pairs
+        return self
+
+
+def row_stripes(n: int, memory_budget: int) -> list[tuple[int, int]]:
+    """Row ranges (i0, i1) of the fused engine's row panels: stripe i0:i1 covers the upper
+    triangle's pairs (i, j), i0 <= i < i1, j > i. The stripes partition all pairs."""
+    rows, _ = panel_shape(n, memory_budget)
+    return [(i0, min(n, i0 + rows)) for i0 in range(0, n, rows)]
+
+
+def stripe_counts(
+    p: PreparedEmbeddings,
+    edges: np.ndarray,
+    stripes,
+    *,
+    kmax: int,
+    per_class: bool,
+    memory_budget: int,
+    n_threads: int,
+    progress: ProgressCallback | None = None,
+    into: PassCounts | None = None,
+) -> PassCounts:
+    """Exact counts and Recall@k candidates of the row ``stripes`` (see :func:`row_stripes`): the
+    engine's one block function, used alike by the local engine (all stripes, one call) and the
+    Dask engine (a few stripes per task). Pure in its inputs: the result depends on the
+    embeddings, the grid and the stripe bounds only, never on threads or on which call computes
+    which stripe (each panel is the same matrix product either way, so even the float32 distances
+    are bit-identical). ``into`` accumulates in place; ``progress(pairs_done, pairs_total)``.
+    """
     from . import kernels
 
     edges = np.asarray(edges, np.float64)
@@ -435,16 +506,13 @@ def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads)
     metric, sq = kernels.metric_arguments(p)
     codes = p.codes
     bounds = p.class_bounds
-    n_rows = p.n_classes if per_class else 1
-    anchored = np.zeros((n_rows, t), np.int64)
-    pos = np.zeros((n_rows, t), np.int64)
-    neighbours = NeighbourState.empty(p.n, kmax) if kmax else None
+    out = into if into is not None else PassCounts.empty(p, t, kmax, per_class)
+    anchored, pos, neighbours = out.anchored, out.pos, out.neighbours
     rows, cols = panel_shape(p.n, memory_budget)
     g_buf = np.empty(rows * cols, np.float32)
     total = p.n * (p.n - 1) // 2
-    done = 0
     kk = max(kmax, 1)
-    for i0, i1, j0, j1 in iter_panels(p.n, rows, cols):
+    for i0, i1, j0, j1 in (panel for s0, s1 in stripes for panel in _stripe_panels(p.n, s0, s1, rows, cols)):
         m, n = i1 - i0, j1 - j0
         g = g_buf[: m * n].reshape(m, n)
         np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
@@ -484,7 +552,21 @@ def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads)
                                         upper, n_threads, all_hist, pos_hist)
             anchored[0] += all_hist.sum(axis=0)
             pos[0] += pos_hist.sum(axis=0)
-        done += _panel_pairs(i0, i1, j0, j1)
+        out.pairs += _panel_pairs(i0, i1, j0, j1)
         if progress is not None:
-            progress(done, total)
-    return (anchored, pos), neighbours, rows
+            progress(out.pairs, total)
+    return out
+
+
+def _stripe_panels(n: int, s0: int, s1: int, rows: int, cols: int):
+    """The panels of :func:`iter_panels` whose rows lie in stripe s0:s1 (stripes from row_stripes)."""
+    for i0 in range(s0, s1, rows):
+        i1 = min(s1, i0 + rows)
+        for j0 in range(i0, n, cols):
+            yield i0, i1, j0, min(n, j0 + cols)
+
+
+def _fused_counts(p, edges, kmax, per_class, memory_budget, progress, n_threads):
+    counts = stripe_counts(p, edges, row_stripes(p.n, memory_budget), kmax=kmax, per_class=per_class,
+                           memory_budget=memory_budget, n_threads=n_threads, progress=progress)
+    return (counts.anchored, counts.pos), counts.neighbours, panel_shape(p.n, memory_budget)[0]

@@ -46,6 +46,7 @@ def evaluate(
     index: str = "auto",
     approx: "ApproxOptions | None" = None,
     progress: StageProgress | None = None,
+    client=None,
 ) -> Report:
     """Exact OPIS, eps-OPIS, per-class utility curves and Recall@k of an embedding set.
 
@@ -64,6 +65,8 @@ def evaluate(
         :mod:`opis_cli.approximate`) or ``"auto"`` (exact unless it would take over 10 minutes).
     approx : :class:`~opis_cli.approximate.ApproxOptions` for the approximate engines.
     progress : optional ``progress(stage, done, total)`` callback.
+    client : a ``dask.distributed.Client``: the exact passes run on its workers (same figures;
+        docs/distributed.md). Needs the ``dask`` extra.
 
     Returns
     -------
@@ -91,7 +94,7 @@ def evaluate(
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
     dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array", dtype=stored))
     return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
-                            approx=approx, progress=progress)
+                            approx=approx, progress=progress, client=client)
 
 
 def evaluate_file(
@@ -109,12 +112,14 @@ def evaluate_file(
     max_exact_seconds: float = 600.0,
     progress: StageProgress | None = None,
     notify: Callable[[str], None] | None = None,
+    client=None,
 ) -> Report:
-    """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it."""
+    """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it
+    (``client``: a ``dask.distributed.Client`` for the exact passes)."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
                             kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
-                            progress=progress, notify=notify)
+                            progress=progress, notify=notify, client=client)
 
 
 def margins_file(
@@ -174,6 +179,7 @@ def evaluate_dataset(
     max_exact_seconds: float = 600.0,
     progress: StageProgress | None = None,
     notify: Callable[[str], None] | None = None,
+    client=None,
 ) -> Report:
     """Evaluate a loaded :class:`~opis_cli.io.Dataset` under ``config``.
 
@@ -181,6 +187,7 @@ def evaluate_dataset(
     ``memory_budget`` it changes speed, never a figure. ``engine``: ``"exact"``, ``"ivf"`` or
     ``"hnsw"`` (approximate, see approximate.py, tuned by ``approx``), or ``"auto"``: exact while
     its estimated time is at most ``max_exact_seconds``, else ``"ivf"`` (``notify`` is told).
+    With a Dask ``client`` the exact passes run on its workers (``"auto"`` then means exact).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -215,6 +222,8 @@ def evaluate_dataset(
     digest = dataset.content_hash()
     timings["prepare"] = time.perf_counter() - t0
     cost = None
+    if engine == "auto" and client is not None:
+        engine = "exact"  # a cluster is there to make exact affordable
     if engine == "auto":
         from .cost import exact_cost
 
@@ -243,7 +252,7 @@ def evaluate_dataset(
         stage = _stage(progress, "calibrating")
         calibration, _ = resolve_far_range(
             prepared, *config.calib_far, memory_budget=memory_budget, progress=stage, threads=threads,
-            kernel=kernel,
+            kernel=kernel, client=client,
         )
         timings["calibration_pass"] = time.perf_counter() - t1
         passes = 2
@@ -257,7 +266,7 @@ def evaluate_dataset(
     t2 = time.perf_counter()
     result = exact_pass(
         prepared, grid, kmax=kmax, per_class=True, memory_budget=memory_budget,
-        progress=_stage(progress, "counting pairs"), kernel=kernel, threads=threads,
+        progress=_stage(progress, "counting pairs"), kernel=kernel, threads=threads, client=client,
     )
     timings["pair_pass"] = time.perf_counter() - t2
 
@@ -289,7 +298,7 @@ def evaluate_dataset(
         contrast=e.contrast,
         recall_at_k=recall,
         pooled=result.histograms.pooled(),
-        engine={"name": "exact", "passes": passes},
+        engine={"name": "exact", "passes": passes, **({"executor": "dask"} if client is not None else {})},
         distributions=distributions,
         class_recall=class_recall,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,

@@ -442,6 +442,11 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--memory-budget", "1M"]
 
 
+@case("cluster-options-without-dask", "--workers or --scheduler without --engine dask", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--workers", "2"]
+
+
 @case("bad-enum", "An unknown choice (--metric manhattan)", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--metric", "manhattan"]
