@@ -83,14 +83,8 @@ def resolve_far_range(
     show the cut too low, the pass is repeated on the whole grid; the result is the same either
     way, only the time differs.
     """
-    full, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
-    cut = _upper_edge_index(p, full, far_hi, threads)
-    for edges in ((full[:cut + 1], full) if cut + 1 < len(full) else (full,)):
-        result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
-                            threads=threads, kernel=kernel, client=client)
-        pooled = result.histograms
-        if pooled.neg[:-1].sum() >= far_hi * pooled.neg.sum():
-            break
+    edges, pooled, step = pooled_fine_histogram(p, far_hi, memory_budget=memory_budget, progress=progress,
+                                                threads=threads, kernel=kernel, client=client)
     lo = threshold_at_far(edges, pooled.neg, far_lo)
     hi = threshold_at_far(edges, pooled.neg, far_hi)
     if not lo < hi:
@@ -99,6 +93,33 @@ def resolve_far_range(
             "negative distances jump past both FAR levels at once; widen the range or pass --calib"
         )
     return CalibrationRange(lo=lo, hi=hi, mode="far", far_target=(far_lo, far_hi), resolution=step), pooled
+
+
+def pooled_fine_histogram(p: PreparedEmbeddings, far_hi: float, *, memory_budget: int,
+                          progress: ProgressCallback | None = None, threads: int | None = None,
+                          kernel: str = "auto", client=None) -> tuple[np.ndarray, PooledHistogram, float]:
+    """(edges, pooled histogram, step): exact pooled counts on the fine grid (step 1e-4), cut where
+    a seeded sample puts the pooled FAR well above ``far_hi`` and repeated on the whole grid if the
+    exact counts show the cut too low. Every edge up to the first with FAR >= far_hi is exact."""
+    full, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
+    cut = _upper_edge_index(p, full, far_hi, threads)
+    for edges in ((full[:cut + 1], full) if cut + 1 < len(full) else (full,)):
+        result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
+                            threads=threads, kernel=kernel, client=client)
+        pooled = result.histograms
+        if pooled.neg[:-1].sum() >= far_hi * pooled.neg.sum():
+            break
+    return edges, pooled, step
+
+
+def threshold_at_most_far(edges: np.ndarray, neg_counts: np.ndarray, far: float) -> float:
+    """Largest edge t with pooled FAR(t) = #{neg d <= t} / #neg <= far: the deployment criterion
+    (a threshold that accepts at most that share of impostors, like bob.measure's far_threshold).
+    The first edge when even it accepts more (the achieved FAR is reported beside it)."""
+    accepted = np.cumsum(neg_counts[:-1])
+    total = int(neg_counts.sum())
+    idx = int(np.searchsorted(accepted, far * total, side="right")) - 1
+    return float(edges[max(idx, 0)])
 
 
 CUT_ANCHORS = 500  # anchors (each against all N items) for the calibration pass's grid cut

@@ -679,11 +679,114 @@ def margins(
             console.print(f"saved {run_dir}", style="dim")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  opis thresholds test.parquet --target-far 0.001                 (threshold chosen on the same set)\n\n"
+        "  opis thresholds test.parquet --dev dev.parquet --target-far 0.001    (does a dev threshold hold?)\n\n"
+        "  opis thresholds test.parquet --threshold 0.42 --tar-at-far 1e-3,1e-2 --json op.json\n\n"
+        "Then: opis plot op.json --kind operating-points --out op.png"
+    ),
+)
+def thresholds(
+    input: Annotated[Path, typer.Argument(help="Embeddings: Parquet, Arrow IPC/Feather, .npy (with --labels) or .npz.",
+                                          show_default=False)],
+    dev: Annotated[Optional[Path], typer.Option(help="Development set on which to choose the threshold "
+                                                     "(default: INPUT itself).", rich_help_panel="Threshold")] = None,
+    target_far: Annotated[Optional[float], typer.Option(
+        help="Choose the largest threshold whose pooled FAR is at most this.", rich_help_panel="Threshold")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Use this threshold (distance units).",
+                                                       rich_help_panel="Threshold")] = None,
+    tar_at_far: Annotated[Optional[str], typer.Option(
+        metavar="F1,F2,...", help="Also report every class's TAR at the global thresholds for these pooled FARs.",
+        rich_help_panel="Threshold")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Labels .npy for a .npy embeddings file.",
+                                                   rich_help_panel="Input")] = None,
+    dev_labels: Annotated[Optional[Path], typer.Option(help="Labels .npy for a .npy --dev file.",
+                                                       rich_help_panel="Input")] = None,
+    embedding_col: Annotated[Optional[str], typer.Option(help="Embedding column.", rich_help_panel="Input")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column.", rich_help_panel="Input")] = None,
+    calib: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
+                                                 help="Range searched for each class's own best threshold.")] = None,
+    calib_far: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
+                                                     help="That range from pooled FAR bounds (default 0.001:0.1).")] = None,
+    thresholds_: Annotated[int, typer.Option("--thresholds", help="Grid size over the range.",
+                                             rich_help_panel="Calibration")] = 101,
+    metric: Annotated[Metric, typer.Option(help="cosine or l2.", rich_help_panel="Distance")] = Metric.cosine,
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="l2 on raw vectors.",
+                                               rich_help_panel="Distance")] = False,
+    beta: Annotated[float, typer.Option(help="Utility weight (as evaluate).", rich_help_panel="Distance")] = 1.0,
+    worst: Annotated[int, typer.Option(help="Worst classes to list.", rich_help_panel="Output")] = 10,
+    json_path: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report (- for stdout).",
+                                                     rich_help_panel="Output")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.",
+                                        rich_help_panel="Output")] = False,
+    memory_budget: Annotated[str, typer.Option(help="Block working memory, e.g. 512M or 2G.",
+                                               rich_help_panel="Performance")] = f"{DEFAULT_MEMORY_BUDGET >> 20}M",
+    threads: Annotated[Optional[int], typer.Option(help="Threads (default: all cores).",
+                                                   rich_help_panel="Performance")] = None,
+) -> None:
+    """The deployment view: at one global threshold, every class's FAR, FRR and utility, and its own best threshold."""
+    progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        import json as _json
+
+        from .config import EvalConfig, parse_memory_size, parse_range
+        from .io import load_dataset
+        from .operating_points import operating_points
+
+        if calib is not None and calib_far is not None:
+            raise OpisError("give either --calib or --calib-far, not both")
+        kwargs = {}
+        if calib is not None:
+            kwargs["calib"] = parse_range(calib, "--calib")
+        if calib_far is not None:
+            kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
+        config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
+                            **kwargs)
+        fars = ()
+        if tar_at_far:
+            try:
+                fars = tuple(float(v) for v in tar_at_far.split(","))
+            except ValueError:
+                raise OpisError(f"--tar-at-far expects numbers like 1e-3,1e-2, got {tar_at_far!r}") from None
+        if threads is not None and threads < 1:
+            raise OpisError(f"--threads must be >= 1, got {threads}")
+        dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col)
+        dev_set = (load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col)
+                   if dev is not None else None)
+        report = operating_points(dataset, config, dev=dev_set, target_far=target_far, threshold=threshold,
+                                  tar_at_far=fars, worst=worst, memory_budget=parse_memory_size(memory_budget),
+                                  threads=threads, progress=progress)
+        progress.stop()
+        text = _json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        if json_path is not None and json_path != "-":
+            from .runs import atomic_write_text
+
+            atomic_write_text(json_path, text)
+    except OpisError as exc:
+        progress.stop()
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        progress.stop()
+        raise _interrupted(exc) from None
+    if json_path == "-":
+        sys.stdout.write(text)
+    if quiet:
+        return
+    from rich.console import Console
+
+    from .render import thresholds_tables
+
+    (_stderr() if json_path == "-" else Console()).print(thresholds_tables(report, worst))
+
+
 class PlotKind(str, Enum):
     curves = "curves"
     compare = "compare"
     pareto = "pareto"
     distributions = "distributions"
+    operating_points = "operating-points"
 
 
 @app.command(
@@ -701,7 +804,8 @@ def plot(
         help="Run directories or report.json files (default: the last run, OUT_DIR/latest).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Image to write: .png, .svg or .pdf.")] = ...,
     kind: Annotated[PlotKind, typer.Option(help="curves: per-class utility; compare: runs side by side; "
-                                                "pareto: OPIS vs 1 - Recall@1; distributions: pair distances.")]
+                                                "pareto: OPIS vs 1 - Recall@1; distributions: pair distances; "
+                                                "operating-points: class FAR vs FRR (an opis thresholds report).")]
     = PlotKind.curves,
     dpi: Annotated[int, typer.Option(help="Resolution of PNG output (dots per inch).")] = 150,
     title: Annotated[Optional[str], typer.Option(help="Figure title (default: describes the figure).")] = None,
@@ -711,6 +815,16 @@ def plot(
     """Draw a saved run (or several): **per-class utility curves**, a comparison, an
     accuracy-vs-consistency plot, or pair-distance distributions."""
     try:
+        if kind is PlotKind.operating_points:
+            from .plot import load_thresholds_report, plot_operating_points
+
+            if not runs or len(runs) != 1:
+                raise OpisError("--kind operating-points draws one report of opis thresholds --json")
+            if not 10 <= dpi <= 2000:
+                raise OpisError(f"--dpi must lie in [10, 2000], got {dpi}")
+            written = plot_operating_points(load_thresholds_report(runs[0]), out, dpi=dpi, title=title)
+            _stderr().print(f"wrote {written}", style="dim")
+            return
         from .plot import plot_runs
         from .runs import load_run
 

@@ -10,6 +10,8 @@ Kinds:
 * ``pareto``: runs as points of OPIS against recognition error 1 - Recall@1.
 * ``distributions``: positive and negative pair-distance densities over the whole span, pooled
   and for the worst classes, with the calibration range and any TCM margins marked.
+* ``operating-points`` (from an ``opis thresholds --json`` report): every class's FAR against
+  FRR at the shipped threshold, the pooled point marked (:func:`plot_operating_points`).
 
 The output format follows the extension of the output path: .png, .svg or .pdf.
 """
@@ -209,6 +211,79 @@ def _pareto_figure(plt, runs, title):
     ax.margins(0.15)
     ax.set_title(title or "Accuracy vs threshold consistency", fontsize=11)
     return fig
+
+
+# ---------------------------------------------------------------------------- operating points
+def load_thresholds_report(path: str | Path) -> dict:
+    """A JSON report of ``opis thresholds`` (``kind: "thresholds"``), checked."""
+    import json
+
+    from .operating_points import SCHEMA_VERSION
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not an opis thresholds report (cannot read it as JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "thresholds" or not isinstance(data.get("classes"), list):
+        raise InputError(f"{path} is not an opis thresholds report (write one with opis thresholds --json)")
+    if not isinstance(data.get("schema_version"), int) or data["schema_version"] > SCHEMA_VERSION:
+        raise InputError(f"{path} has schema version {data.get('schema_version')!r}; upgrade opis-cli")
+    return data
+
+
+def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, title: str | None = None) -> Path:
+    """Per-class FAR against FRR at the shipped threshold (one point per class, area ~ class size),
+    the pooled operating point marked, the worst classes labelled. Log FAR axis: impostor rates
+    that differ by 10x matter as much near 1e-4 as near 1e-2."""
+    out = Path(out)
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the image format of {out.name!r}: use a .png, .svg or .pdf path")
+    try:
+        classes = report["classes"]
+        far = np.array([c["far"] for c in classes], float)
+        frr = np.array([c["frr"] for c in classes], float)
+        size = np.array([c["size"] for c in classes], float)
+        t, pooled = report["threshold"]["value"], report["pooled"]
+        worst = list(report.get("worst_by_utility", []))[:LABELLED_WORST]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the thresholds report is incomplete ({exc})") from None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.8, 5.2))
+    floor = max(1e-6, 0.5 * far[far > 0].min()) if (far > 0).any() else 1e-6
+    shown = np.maximum(far, floor)  # FAR 0 drawn at the axis floor (noted in the legend)
+    area = 12 + 140 * np.sqrt(size / size.max())
+    ax.scatter(shown, frr, s=area, color=CLASS_COLOUR, alpha=min(0.8, max(0.15, 30 / len(classes) ** 0.5)),
+               edgecolor="white", linewidth=0.4, label=f"class ({len(classes)}; area ~ size)")
+    labels = [c["label"] for c in classes]
+    for lab in worst:
+        i = labels.index(lab)
+        ax.scatter([shown[i]], [frr[i]], s=area[i], color=WORST_COLOUR, edgecolor="white", zorder=3)
+        ax.annotate(_short(str(lab), 18), (shown[i], frr[i]), xytext=(5, 3), textcoords="offset points",
+                    fontsize=7, color=WORST_COLOUR)
+    ax.scatter([max(pooled["far"], floor)], [pooled["frr"]], marker="X", s=110, color=MEAN_COLOUR, zorder=4,
+               label=f"pooled (FAR {pooled['far']:.3g}, FRR {pooled['frr']:.3g})")
+    ax.set_xscale("log")
+    ax.set_xlabel("class FAR at the global threshold (impostors accepted)" + (" [0 at the floor]" if (far == 0).any()
+                                                                             else ""))
+    ax.set_ylabel("class FRR at the global threshold (members rejected)")
+    ax.grid(alpha=0.25, lw=0.5, which="both")
+    # Below the axes: inside, it would cover classes (any corner can hold some).
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    how = {"given": "given", "dev": "chosen on dev", "input": "chosen on this set"}.get(report["threshold"].get(
+        "chosen_on"), "")
+    ax.set_title(title or f"Operating points at threshold {t:.4f} ({how})", fontsize=11)
+    try:
+        atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
+                                                metadata=_metadata(fmt)))
+    finally:
+        plt.close(fig)
+    return out
 
 
 # ---------------------------------------------------------------------------- distributions

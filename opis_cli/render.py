@@ -116,3 +116,41 @@ def margins_tables(report, top: int = 10) -> Group:
                     f"{r['hard_negatives']:,}", f"{r['hard_negative_share']:.1%}")
     parts.append(own)
     return Group(*parts)
+
+
+def thresholds_tables(report: dict, top: int = 10) -> Group:
+    """The deployment view (``opis thresholds``): the global threshold, pooled rates, the spread
+    over classes, the worst classes, and per-class TAR at fixed FARs."""
+    th, pooled, spread = report["threshold"], report["pooled"], report["spread"]
+    head = Table(title="opis thresholds: one global threshold", title_justify="left", show_header=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    how = {"given": "given", "dev": "chosen on the dev set", "input": "chosen on this set"}[th["chosen_on"]]
+    target = (f" (pooled FAR <= {th['target_far']:g}; {th['far_on_chosen_set']:.4g} there)"
+              if "target_far" in th else "")
+    head.add_row("global threshold", f"{th['value']:.4f}  {how}{target}")
+    head.add_row("pooled TAR / FAR here", f"{pooled['tar']:.4f} / {pooled['far']:.4g}")
+    for name, key in (("class FAR min / median / max", "far"), ("class FRR min / median / max", "frr"),
+                      ("class utility min / median / max", "utility"),
+                      ("own best threshold - global", "best_minus_global")):
+        s = spread[key]
+        head.add_row(name, f"{s['min']:.4g} / {s['median']:.4g} / {s['max']:.4g}")
+    rows = {c["label"]: c for c in report["classes"]}
+    worst = Table(title=f"worst classes at the global threshold (lowest utility, top {top})", title_justify="left")
+    for col in ("label", "size", "FAR", "FRR", "utility", "own best t", "best - global"):
+        worst.add_column(col, justify="left" if col == "label" else "right")
+    for label in report["worst_by_utility"][:top]:
+        c = rows[label]
+        worst.add_row(str(label), f"{c['size']:,}", f"{c['far']:.4g}", f"{c['frr']:.4f}", f"{c['utility']:.4f}",
+                      f"{c['best_threshold']:.4f}", f"{c['best_minus_global']:+.4f}")
+    parts = [head, worst]
+    if report["tar_at_far"]:
+        taf = Table(title="TAR at fixed pooled FAR (global threshold per FAR)", title_justify="left")
+        for col in ("FAR", "threshold", "pooled TAR", "class TAR min", "median", "max", "class FAR max"):
+            taf.add_column(col, justify="right")
+        for far, e in report["tar_at_far"].items():
+            tars = sorted(e["tar"])
+            taf.add_row(far, f"{e['threshold']:.4f}", f"{e['pooled_tar']:.4f}", f"{tars[0]:.4f}",
+                        f"{tars[len(tars) // 2]:.4f}", f"{tars[-1]:.4f}", f"{max(e['far']):.4g}")
+        parts.append(taf)
+    return Group(*parts)

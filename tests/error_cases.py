@@ -452,6 +452,11 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--metric", "manhattan"]
 
 
+@case("thresholds-no-choice", "`opis thresholds` with neither --target-far nor --threshold", section="options")
+def _(d):
+    return ["thresholds", _valid_parquet(d)]
+
+
 # --- outputs
 
 @case("out-dir-not-writable", "The output directory cannot be created (a file is in the way)", section="outputs")

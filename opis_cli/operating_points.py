@@ -1,0 +1,200 @@
+"""The deployment view: one global threshold, and what it does to each class.
+
+OPIS says how inconsistent a model is across thresholds; a deployment ships one threshold t. This
+module answers, exactly over all pairs, what that t does:
+
+* t is given, or chosen on a development set (or the evaluated set itself) by a target pooled
+  FAR: the largest threshold on the 1e-4 distance grid whose pooled FAR is at most the target
+  (bob.measure's "far" criterion; the achieved FAR is reported beside it);
+* on the evaluated set, at t: the pooled TAR and FAR, and per class FAR_i(t), FRR_i(t) and
+  U_i(t) (docs/definitions.md), their spread (min / median / max) and the worst classes;
+* each class's own best threshold: argmax of U_i over the calibration grid (and t itself), and
+  how far it lies from t (the threshold each class would want);
+* per-class TAR at fixed FAR values (``tar_at_far``): for each F, the global threshold chosen
+  for pooled FAR <= F on the same set as t, and every class's TAR and FAR there.
+
+One pooled pass on the fine grid per set that chooses thresholds (it also gives the FAR-derived
+calibration range), and one per-class pass on the evaluated set whose grid is the calibration
+grid with the chosen thresholds inserted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import __version__
+from .calibration import CalibrationRange, pooled_fine_histogram, threshold_at_far, threshold_at_most_far
+from .config import DEFAULT_MEMORY_BUDGET, EvalConfig
+from .curves import class_curves
+from .errors import ConfigError, InputError
+from .io import Dataset
+from .pairs import exact_pass
+from .prepare import prepare_embeddings
+
+SCHEMA_VERSION = 1
+
+
+def _prepare(dataset: Dataset, config: EvalConfig):
+    sizes = np.bincount(dataset.labels.codes, minlength=dataset.labels.n_classes)
+    if int((sizes >= 2).sum()) < 2:
+        raise InputError(f"need at least two classes with two or more members; found {int((sizes >= 2).sum())}")
+    return prepare_embeddings(dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
+                              metric=config.metric, normalize=config.normalize), sizes
+
+
+def _choose(p, fars, memory_budget, threads, progress):
+    """Thresholds for pooled FAR <= each of ``fars`` on the set ``p`` (exact on the 1e-4 grid),
+    with the FAR each achieves; also returns the fine histogram for reuse."""
+    top = max(fars)
+    edges, pooled, step = pooled_fine_histogram(p, top, memory_budget=memory_budget, progress=progress,
+                                                threads=threads)
+    out = {}
+    total = int(pooled.neg.sum())
+    accepted = np.cumsum(pooled.neg[:-1])
+    for far in fars:
+        t = threshold_at_most_far(edges, pooled.neg, far)
+        k = int(np.searchsorted(edges, t))
+        out[far] = (t, float(accepted[k] / total) if total else 0.0)
+    return out, edges, pooled, step
+
+
+def operating_points(
+    dataset: Dataset,
+    config: EvalConfig | None = None,
+    *,
+    dev: Dataset | None = None,
+    target_far: float | None = None,
+    threshold: float | None = None,
+    tar_at_far: tuple[float, ...] = (),
+    worst: int = 10,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+    progress=None,
+) -> dict:
+    """The deployment view of ``dataset`` at one global threshold (module docstring); a JSON-ready
+    dict (``kind: "thresholds"``).
+
+    Exactly one of ``target_far`` (choose t on ``dev``, else on ``dataset``, for pooled FAR <= it)
+    and ``threshold`` (t given, in distance units). Per class, at t:
+    FAR_i = 1 - TRR_i(t), FRR_i = 1 - TAR_i(t), U_i(t) as in docs/definitions.md; the class's best
+    threshold is argmax_t' U_i(t') over the calibration grid and t (the smallest on ties).
+    """
+    config = config or EvalConfig()
+    if (target_far is None) == (threshold is None):
+        raise ConfigError("give exactly one of --target-far and --threshold")
+    for far in ([target_far] if target_far is not None else []) + list(tar_at_far):
+        if not 0.0 < far < 1.0:
+            raise ConfigError(f"FAR targets must lie in (0, 1), got {far:g}")
+    span_lo, span_hi = config.metric_span()
+    if threshold is not None and not (span_lo <= threshold <= span_hi):
+        raise ConfigError(f"--threshold {threshold:g} lies outside the {config.metric} distance span "
+                          f"[{span_lo:g}, {span_hi:g}]")
+    stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
+    p, sizes = _prepare(dataset, config)
+
+    # Thresholds: on dev (or the evaluated set) for the FAR targets.
+    fars = tuple(sorted(set(([target_far] if target_far is not None else []) + list(tar_at_far))))
+    chooser_name = "dev" if dev is not None else "input"
+    chosen, input_fine = {}, None
+    if fars:
+        if dev is not None:
+            p_dev, _ = _prepare(dev, config)
+            chosen, *_ = _choose(p_dev, fars, memory_budget, threads, stage("choosing thresholds (dev)"))
+        else:
+            chosen, *rest = _choose(p, fars + ((config.calib_far[1],) if config.calib is None else ()),
+                                    memory_budget, threads, stage("choosing thresholds"))
+            input_fine = rest
+    t = threshold if threshold is not None else chosen[target_far][0]
+
+    # The calibration range of the evaluated set (the grid over which each class's best threshold
+    # is sought), as `opis evaluate` defines it.
+    if config.calib is not None:
+        calibration = CalibrationRange(lo=config.calib[0], hi=config.calib[1], mode="distance")
+    else:
+        if input_fine is None:
+            input_fine = list(_choose(p, (config.calib_far[1],), memory_budget, threads,
+                                      stage("calibrating"))[1:])
+        edges, pooled, step = input_fine
+        lo = threshold_at_far(edges, pooled.neg, config.calib_far[0])
+        hi = threshold_at_far(edges, pooled.neg, config.calib_far[1])
+        if not lo < hi:
+            raise ConfigError(f"--calib-far {config.calib_far[0]:g}:{config.calib_far[1]:g} resolves to a single "
+                              f"threshold ({lo:g}); pass --calib")
+        calibration = CalibrationRange(lo=lo, hi=hi, mode="far", far_target=config.calib_far, resolution=step)
+    grid = calibration.grid(config.thresholds)
+    special = [t] + [chosen[f][0] for f in tar_at_far]
+    edges = np.unique(np.concatenate([grid, np.asarray(special, np.float64)]))
+    result = exact_pass(p, edges, per_class=True, memory_budget=memory_budget, threads=threads,
+                        progress=stage("counting pairs"))
+    curves = class_curves(result.histograms, sizes, beta=config.beta)
+    pooled = result.histograms.pooled()
+    pooled_pos = np.cumsum(pooled.pos[:-1])
+    pooled_neg = np.cumsum(pooled.neg[:-1])
+    n_pos, n_neg = int(pooled.pos.sum()), int(pooled.neg.sum())
+    labels = [dataset.labels.values[int(c)] for c in curves.classes]
+
+    def at(value: float) -> int:
+        return int(np.searchsorted(edges, value))
+
+    it = at(t)
+    far_c = 1.0 - curves.trr[:, it]
+    frr_c = 1.0 - curves.tar[:, it]
+    u_c = curves.utility[:, it]
+    search = np.unique(np.concatenate([[it], [at(g) for g in grid]]))
+    best_idx = search[np.argmax(curves.utility[:, search], axis=1)]  # first maximum: smallest threshold
+    best_t = edges[best_idx]
+    classes = [
+        {"label": labels[i], "size": int(curves.sizes[i]), "far": float(far_c[i]), "frr": float(frr_c[i]),
+         "utility": float(u_c[i]), "best_threshold": float(best_t[i]),
+         "best_utility": float(curves.utility[i, best_idx[i]]), "best_minus_global": float(best_t[i] - t)}
+        for i in range(curves.n_classes)
+    ]
+
+    def spread(values: np.ndarray) -> dict:
+        return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
+
+    by_utility = sorted(range(len(classes)), key=lambda i: (u_c[i], i))[:worst]
+    by_far = sorted(range(len(classes)), key=lambda i: (-far_c[i], i))[:worst]
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "thresholds",
+        "tool": {"name": "opis-cli", "version": __version__},
+        "input": _input_section(dataset, curves.n_classes),
+        **({"dev": _input_section(dev, None)} if dev is not None else {}),
+        "config": config.to_dict(),
+        "calibration": {"mode": calibration.mode, "lo": calibration.lo, "hi": calibration.hi,
+                        "thresholds": config.thresholds},
+        "threshold": {
+            "value": float(t), "chosen_on": "given" if threshold is not None else chooser_name,
+            **({"target_far": target_far, "far_on_chosen_set": chosen[target_far][1], "resolution": 1e-4}
+               if target_far is not None else {}),
+        },
+        "pooled": {"tar": float(pooled_pos[it] / n_pos) if n_pos else 0.0,
+                   "far": float(pooled_neg[it] / n_neg) if n_neg else 0.0,
+                   "frr": float(1 - pooled_pos[it] / n_pos) if n_pos else 1.0,
+                   "positive_pairs": n_pos, "negative_pairs": n_neg},
+        "spread": {"far": spread(far_c), "frr": spread(frr_c), "utility": spread(u_c),
+                   "best_minus_global": spread(best_t - t)},
+        "worst_by_utility": [labels[i] for i in by_utility],
+        "worst_by_far": [labels[i] for i in by_far],
+        "tar_at_far": {
+            repr(f): {"threshold": chosen[f][0], "far_on_chosen_set": chosen[f][1],
+                      "pooled_tar": float(pooled_pos[at(chosen[f][0])] / n_pos) if n_pos else 0.0,
+                      "pooled_far": float(pooled_neg[at(chosen[f][0])] / n_neg) if n_neg else 0.0,
+                      "tar": [float(v) for v in curves.tar[:, at(chosen[f][0])]],
+                      "far": [float(1 - v) for v in curves.trr[:, at(chosen[f][0])]]}
+            for f in tar_at_far
+        },
+        "classes": classes,
+    }
+    return report
+
+
+def _input_section(dataset: Dataset, used: int | None) -> dict:
+    info = dataset.info
+    out = {"path": info.path, "format": info.format, "n": dataset.n, "d": dataset.d,
+           "classes": dataset.labels.n_classes, "sha256": dataset.content_hash(),
+           "labels_sha256": dataset.labels.counts_hash()}
+    if used is not None:
+        out["classes_used"] = used
+    return out

@@ -1,0 +1,137 @@
+"""The deployment view (opis thresholds) against a brute force over all pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from opis_cli.config import EvalConfig
+from opis_cli.errors import ConfigError
+from opis_cli.io import Dataset, InputInfo, encode_labels
+from opis_cli.operating_points import operating_points
+
+from bruteforce import distance_matrix, utility
+from test_cli import SAMPLE, run
+
+GAP = 5e-7  # float32 distances vs the float64 reference: farther than this from a threshold agree
+
+
+def _data(seed, n=150, classes=10, d=12):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = (rng.normal(size=(classes, d))[y] + rng.uniform(0.6, 1.4) * rng.normal(size=(n, d))).astype(np.float32)
+    return x, y
+
+
+def _brute(x, y, fars, grid_lo_hi, thresholds, beta=1.0, given=None):
+    dist = distance_matrix(x)
+    iu, ju = np.triu_indices(len(y), 1)
+    d = dist[iu, ju]
+    same = y[iu] == y[ju]
+    neg = np.sort(d[~same])
+    chosen = {}
+    for f in fars:  # largest k / 10^4 with FAR <= f
+        k = int(np.floor(neg[int(math.floor(f * len(neg)))] * 1e4)) if math.floor(f * len(neg)) < len(neg) else 20000
+        while k >= 0 and np.searchsorted(neg, k / 1e4, side="right") > f * len(neg):
+            k -= 1
+        while np.searchsorted(neg, (k + 1) / 1e4, side="right") <= f * len(neg) and k < 20000:
+            k += 1
+        chosen[f] = k / 1e4
+    t = given if given is not None else chosen[fars[0]]
+    grid = np.linspace(*grid_lo_hi, thresholds)
+    out = {"t": t, "chosen": chosen, "classes": []}
+    for c in sorted(set(y.tolist())):
+        if (y == c).sum() < 2:
+            continue
+        pos = d[same & (y[iu] == c)]
+        ng = d[(~same) & ((y[iu] == c) | (y[ju] == c))]
+
+        def rates(th):
+            return np.mean(pos <= th), np.mean(ng > th)
+
+        tar, trr = rates(t)
+        cand = sorted(set(grid.tolist()) | {t})
+        us = [utility(np.array([rates(g)[0]]), np.array([rates(g)[1]]), beta)[0] for g in cand]
+        best = cand[int(np.argmax(us))]
+        out["classes"].append({"far": 1 - trr, "frr": 1 - tar,
+                               "utility": utility(np.array([tar]), np.array([trr]), beta)[0], "best": best,
+                               "tar_at": {f: np.mean(pos <= chosen[f]) for f in fars}})
+    out["dist"] = d
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_thresholds_match_bruteforce(seed):
+    x, y = _data(seed)
+    lo_hi = (0.3, 0.9)
+    fars = (0.01, 0.05)
+    ref = _brute(x, y, fars, lo_hi, 11)
+    critical = [ref["t"], *ref["chosen"].values(), *np.linspace(*lo_hi, 11)]
+    if np.min(np.abs(ref["dist"][:, None] - np.array(critical)[None, :])) < GAP:
+        pytest.skip("a pair distance within float32 rounding of a threshold")
+    ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
+    r = operating_points(ds, EvalConfig(calib=lo_hi, thresholds=11), target_far=0.01, tar_at_far=fars)
+    assert r["threshold"]["value"] == ref["t"]
+    assert r["threshold"]["far_on_chosen_set"] <= 0.01
+    for got, want in zip(r["classes"], ref["classes"]):
+        assert got["far"] == pytest.approx(want["far"], abs=1e-12)
+        assert got["frr"] == pytest.approx(want["frr"], abs=1e-12)
+        assert got["utility"] == pytest.approx(want["utility"], abs=1e-12)
+        assert got["best_threshold"] == pytest.approx(want["best"], abs=1e-12)
+    for f in fars:
+        entry = r["tar_at_far"][repr(f)]
+        assert entry["threshold"] == ref["chosen"][f]
+        np.testing.assert_allclose(entry["tar"], [c["tar_at"][f] for c in ref["classes"]], atol=1e-12)
+
+
+def test_dev_set_chooses_and_the_test_set_is_measured():
+    x, y = _data(7)
+    xd, yd = _data(8)
+    ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
+    dev = Dataset(xd, encode_labels(yd), InputInfo(None, "array"))
+    r = operating_points(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02)
+    ref_dev = _brute(xd, yd, (0.02,), (0.3, 0.9), 101)
+    assert r["threshold"]["chosen_on"] == "dev" and r["threshold"]["value"] == ref_dev["t"]
+    ref = _brute(x, y, (0.02,), (0.3, 0.9), 101, given=ref_dev["t"])
+    assert r["pooled"]["far"] == pytest.approx(np.mean(
+        ref["dist"][~(y[np.triu_indices(len(y), 1)[0]] == y[np.triu_indices(len(y), 1)[1]])] <= ref["t"]), abs=1e-12)
+    given = operating_points(ds, EvalConfig(calib=(0.3, 0.9)), threshold=ref_dev["t"])
+    assert given["classes"] == r["classes"] and given["threshold"]["chosen_on"] == "given"
+
+
+def test_option_errors():
+    x, y = _data(1)
+    ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
+    with pytest.raises(ConfigError, match="exactly one"):
+        operating_points(ds, target_far=0.1, threshold=0.5)
+    with pytest.raises(ConfigError, match=r"\(0, 1\)"):
+        operating_points(ds, target_far=1.5)
+    with pytest.raises(ConfigError, match="outside"):
+        operating_points(ds, threshold=3.0)
+
+
+def test_cli_table_json_and_plot(tmp_path):
+    out = tmp_path / "t.json"
+    proc = run("thresholds", SAMPLE / "model_b.parquet", "--target-far", "0.01", "--tar-at-far", "0.001,0.01",
+               "--json", out, check_code=0)
+    assert "global threshold" in proc.stdout and "worst classes" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["kind"] == "thresholds" and report["threshold"]["target_far"] == 0.01
+    assert set(report["tar_at_far"]) == {"0.001", "0.01"}
+    png = tmp_path / "op.png"
+    run("plot", out, "--kind", "operating-points", "--out", png, check_code=0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = run("thresholds", SAMPLE / "model_b.parquet")
+    assert proc.returncode == 2 and "exactly one of --target-far and --threshold" in proc.stderr
+
+
+def test_operating_points_plot_refuses_other_reports(tmp_path):
+    run("evaluate", SAMPLE / "model_a.parquet", "--calib", "0.6:0.85", "--out-dir", tmp_path / "o", "-q",
+        check_code=0)
+    proc = run("plot", tmp_path / "o" / "latest" / "report.json", "--kind", "operating-points", "--out",
+               tmp_path / "x.png")
+    assert proc.returncode == 2 and "is not an opis thresholds report" in proc.stderr
+    assert not (tmp_path / "x.png").exists()
