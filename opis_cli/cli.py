@@ -219,6 +219,9 @@ def evaluate(
                                                          rich_help_panel="Input")] = None,
     label_col: Annotated[Optional[str], typer.Option(help="Label column (default: label/labels/class/y).",
                                                      rich_help_panel="Input")] = None,
+    group_col: Annotated[Optional[str], typer.Option(
+        help="Also OPIS and eps-OPIS across groups (customers, regions) of this column (or .npz array): a "
+             "group's pairs are those with an end in it.", rich_help_panel="Input")] = None,
     calib: Annotated[Optional[str], typer.Option(
         metavar="LO:HI", rich_help_panel="Calibration",
         help="Calibration range in distance units. Pin it in CI: a FAR-derived range moves with the model.")] = None,
@@ -344,8 +347,9 @@ def evaluate(
             )
         with _dask_client(engine, scheduler, workers, threads) as client:
             report = evaluate_file(
-                input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
-                memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value, approx=approx,
+                input, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col,
+                config=config, memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value,
+                approx=approx,
                 max_exact_seconds=max_exact_minutes * 60, progress=progress, notify=notes.add, client=client,
             )
         progress.stop()
@@ -706,6 +710,9 @@ def thresholds(
                                                        rich_help_panel="Input")] = None,
     embedding_col: Annotated[Optional[str], typer.Option(help="Embedding column.", rich_help_panel="Input")] = None,
     label_col: Annotated[Optional[str], typer.Option(help="Label column.", rich_help_panel="Input")] = None,
+    group_col: Annotated[Optional[str], typer.Option(
+        help="Also every group's FAR, FRR and utility at the threshold (a column or .npz array: customers, "
+             "regions).", rich_help_panel="Input")] = None,
     calib: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
                                                  help="Range searched for each class's own best threshold.")] = None,
     calib_far: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel="Calibration",
@@ -752,7 +759,8 @@ def thresholds(
                 raise OpisError(f"--tar-at-far expects numbers like 1e-3,1e-2, got {tar_at_far!r}") from None
         if threads is not None and threads < 1:
             raise OpisError(f"--threads must be >= 1, got {threads}")
-        dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col)
+        dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col,
+                               group_col=group_col)
         dev_set = (load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col)
                    if dev is not None else None)
         report = operating_points(dataset, config, dev=dev_set, target_far=target_far, threshold=threshold,

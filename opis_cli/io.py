@@ -64,6 +64,7 @@ class InputInfo:
     embedding_column: str | None = None
     label_column: str | None = None
     dtype: str = "float32"  # of the embeddings as stored (computed in float32 whatever it is)
+    group_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Dataset:
     embeddings: np.ndarray
     labels: Labels
     info: InputInfo
+    groups: Labels | None = None  # a second key (customer, domain): opis_cli.groups
 
     @property
     def n(self) -> int:
@@ -215,8 +217,9 @@ def load_dataset(
     labels: str | os.PathLike | None = None,
     embedding_col: str | None = None,
     label_col: str | None = None,
+    group_col: str | None = None,
 ) -> Dataset:
-    """Load embeddings and labels from a file.
+    """Load embeddings and labels (and, with ``group_col``, a group key) from a file.
 
     Parameters
     ----------
@@ -225,6 +228,7 @@ def load_dataset(
     labels : path to a ``.npy`` label vector; required with a ``.npy`` embeddings file.
     embedding_col, label_col : table column names; auto-detected when omitted (the single list
         column, and the column named label/labels/class/y).
+    group_col : a table column, or an array of an ``.npz``, of group keys (integers or strings).
     """
     p = Path(path)
     if not p.exists():
@@ -235,10 +239,12 @@ def load_dataset(
     if fmt in ("parquet", "arrow"):
         if labels is not None:
             raise InputError("--labels is for .npy embeddings; tables carry their own label column")
-        return _load_table(p, fmt, embedding_col, label_col)
+        return _load_table(p, fmt, embedding_col, label_col, group_col)
     if embedding_col is not None or label_col is not None:
         raise InputError("--embedding-col/--label-col apply to Parquet and Arrow tables only")
     if fmt == "npy":
+        if group_col is not None:
+            raise InputError("--group-col needs a Parquet/Arrow table or an .npz holding that array")
         if labels is None:
             raise InputError(f"{p} holds only embeddings; pass the labels with --labels labels.npy")
         emb = _load_npy(p, "embeddings")
@@ -247,7 +253,14 @@ def load_dataset(
     # npz
     if labels is not None:
         raise InputError("--labels is for .npy embeddings; an .npz carries its own 'labels' array")
-    return _load_npz(p, str(path))
+    return _load_npz(p, str(path), group_col)
+
+
+def _with_groups(dataset: Dataset, groups: Any, name: str) -> Dataset:
+    encoded = encode_labels(groups)  # same rules as labels: integers or strings, no nulls
+    if len(encoded.codes) != dataset.n:
+        raise InputError(f"group column {name!r} has {len(encoded.codes)} values for {dataset.n} embeddings")
+    return replace(dataset, groups=encoded, info=replace(dataset.info, group_column=name))
 
 
 def _assemble(emb: np.ndarray, lab: Any, info: InputInfo) -> Dataset:
@@ -319,11 +332,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _load_npz(path: Path, shown: str) -> Dataset:
+def _load_npz(path: Path, shown: str, group_col: str | None = None) -> Dataset:
+    groups = None
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
-            missing = [k for k in ("embeddings", "labels") if k not in names]
+            missing = [k for k in ("embeddings", "labels") + ((group_col,) if group_col else ()) if k not in names]
             if missing:
                 raise InputError(
                     f"{path}: .npz must hold arrays 'embeddings' and 'labels'; "
@@ -331,6 +345,8 @@ def _load_npz(path: Path, shown: str) -> Dataset:
                 )
             emb = archive["embeddings"]
             lab = archive["labels"]
+            if group_col:
+                groups = archive[group_col]
     except InputError:
         raise
     except ValueError as exc:
@@ -339,17 +355,21 @@ def _load_npz(path: Path, shown: str) -> Dataset:
         raise InputError(f"{path}: cannot read .npz file ({exc})") from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
         raise InputError(f"{path}: cannot read .npz file ({exc.__class__.__name__}: {exc})") from None
-    return _assemble(emb, lab, InputInfo(path=shown, format="npz"))
+    dataset = _assemble(emb, lab, InputInfo(path=shown, format="npz"))
+    return _with_groups(dataset, groups, group_col) if group_col else dataset
 
 
-def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str | None) -> Dataset:
+def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str | None,
+                group_col: str | None = None) -> Dataset:
     import pyarrow as pa
 
     try:
         schema = _read_schema(path, fmt)
         emb_name = _pick_embedding_column(schema, embedding_col)
         lab_name = _pick_label_column(schema, label_col, exclude=emb_name)
-        table = _read_columns(path, fmt, [emb_name, lab_name])
+        if group_col is not None and group_col not in schema.names:
+            raise InputError(f"no column {group_col!r} for --group-col; available columns: {', '.join(schema.names)}")
+        table = _read_columns(path, fmt, list(dict.fromkeys([emb_name, lab_name] + ([group_col] if group_col else []))))
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -362,7 +382,8 @@ def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str 
     emb = embedding_matrix_from_arrow(column, emb_name)
     info = InputInfo(path=str(path), format=fmt, embedding_column=emb_name, label_column=lab_name,
                      dtype=_stored_float_type(column.type))
-    return _assemble(emb, table.column(lab_name), info)
+    dataset = _assemble(emb, table.column(lab_name), info)
+    return _with_groups(dataset, table.column(group_col), group_col) if group_col else dataset
 
 
 def _stored_float_type(list_type) -> str:

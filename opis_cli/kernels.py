@@ -215,6 +215,45 @@ def block_pooled_counts(g, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv
                     ph[b] += 1
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def block_group_counts(g, row_group, col_group, same_lo, same_hi, diagonal, metric, rsq, csq, e0, inv, upper,
+                       n_threads, pos_hist, neg_hist):
+    """In-range counts of one block per *group* (a second key beside the class: customer, domain).
+
+    A pair counts once for each distinct group among its two ends (once when both ends share a
+    group), as a positive when its ends share a class (columns same_lo[i]:same_hi[i]), else as a
+    negative. ``row_group[i]`` / ``col_group[j]``: the end's group times the number of bins. Per
+    thread: ``pos_hist[t]``, ``neg_hist[t]``; bins 0..T-1 (the caller rebuilds the overflow bin).
+    """
+    m, n = g.shape
+    n_edges = upper.shape[0]
+    hi = upper[n_edges - 1]
+    for t in prange(n_threads):
+        ph = pos_hist[t]
+        nh = neg_hist[t]
+        dbuf = np.empty(n, np.float32)
+        idx = np.empty(n + 1, np.int32)
+        for i in range(t, m, n_threads):
+            j0 = i + 1 if diagonal else 0
+            s_lo = max(same_lo[i], j0)
+            s_hi = max(same_hi[i], j0)
+            rg = row_group[i]
+            _row_distances(g, i, j0, n, metric, rsq[i], csq, dbuf)
+            cnt = _in_range(dbuf, j0, n, hi, idx, 0)
+            for q in range(cnt):
+                j = idx[q]
+                b = _bin(dbuf[j], e0, inv, upper, n_edges)
+                cg = col_group[j]
+                if s_lo <= j < s_hi:
+                    ph[rg + b] += 1
+                    if cg != rg:
+                        ph[cg + b] += 1
+                else:
+                    nh[rg + b] += 1
+                    if cg != rg:
+                        nh[cg + b] += 1
+
+
 @njit(cache=True, nogil=True)
 def masked_row_minima(g, metric, rsq, csq, skip_lo, skip_hi, out):
     """out[i] = min(out[i], min over j outside skip_lo[i]:skip_hi[i] of the distance g[i, j]),

@@ -187,7 +187,29 @@ def operating_points(
         },
         "classes": classes,
     }
+    if dataset.groups is not None:
+        report["groups"] = _groups_at(p, dataset, edges, it, config, memory_budget, threads, stage("groups"))
     return report
+
+
+def _groups_at(p, dataset: Dataset, edges: np.ndarray, it: int, config: EvalConfig, memory_budget, threads,
+               progress) -> dict:
+    """Every group's FAR, FRR and utility at the global threshold (groups as in opis_cli.groups)."""
+    from .curves import accepted_at_thresholds, utility
+    from .groups import group_histograms
+
+    hist = group_histograms(p, dataset.groups.codes, dataset.groups.n_classes, edges, memory_budget=memory_budget,
+                            threads=threads, progress=progress)
+    rows = []
+    for g in np.flatnonzero(hist.n_pos > 0):
+        tar = float(accepted_at_thresholds(hist.pos[g:g + 1])[0, it] / hist.n_pos[g])
+        far = float(accepted_at_thresholds(hist.neg[g:g + 1])[0, it] / hist.n_neg[g]) if hist.n_neg[g] else 0.0
+        u = float(utility(np.array([tar]), np.array([1.0 - far]), config.beta)[0])
+        rows.append({"group": dataset.groups.values[int(g)], "positive_pairs": int(hist.n_pos[g]),
+                     "negative_pairs": int(hist.n_neg[g]), "far": far, "frr": 1.0 - tar, "utility": u})
+    spread = {key: {"min": min(r[key] for r in rows), "median": float(np.median([r[key] for r in rows])),
+                    "max": max(r[key] for r in rows)} for key in ("far", "frr", "utility")} if rows else {}
+    return {"column": dataset.info.group_column, "rows": rows, "spread": spread}
 
 
 def _input_section(dataset: Dataset, used: int | None) -> dict:

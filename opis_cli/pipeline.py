@@ -103,6 +103,7 @@ def evaluate_file(
     labels: str | os.PathLike | None = None,
     embedding_col: str | None = None,
     label_col: str | None = None,
+    group_col: str | None = None,
     config: EvalConfig | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
@@ -115,8 +116,10 @@ def evaluate_file(
     client=None,
 ) -> Report:
     """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it
-    (``client``: a ``dask.distributed.Client`` for the exact passes)."""
-    dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
+    (``client``: a ``dask.distributed.Client`` for the exact passes; ``group_col``: also OPIS across
+    groups, opis_cli.groups)."""
+    dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col,
+                           group_col=group_col)
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
                             kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
                             progress=progress, notify=notify, client=client)
@@ -240,6 +243,9 @@ def evaluate_dataset(
             how = ("timed on a sample of this data" if cost.method == "probe" else "from a fixed cost model")
             say(f"exact evaluation would take about {cost.seconds / 60:.0f} min ({how}); using the approximate "
                 f"engine (--index ivf, with error bars). Pass --index exact to force exact figures.")
+    if engine != "exact" and dataset.groups is not None:
+        raise ConfigError("--group-col needs the exact engine (--index exact); the approximate engines count "
+                          "classes only")
     if engine != "exact":
         return _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads,
                                      progress, timings, t0, duplicates, cost)
@@ -280,6 +286,16 @@ def evaluate_dataset(
     t4 = time.perf_counter()
     distributions = _distributions(prepared, dataset, curves, e, memory_budget, threads)
     timings["distributions"] = time.perf_counter() - t4
+    groups = None
+    if dataset.groups is not None:
+        from .groups import group_histograms, group_section
+
+        t5 = time.perf_counter()
+        ghist = group_histograms(prepared, dataset.groups.codes, dataset.groups.n_classes, grid,
+                                 memory_budget=memory_budget, threads=threads, progress=_stage(progress, "groups"))
+        groups = group_section(ghist, dataset.groups, dataset.info.group_column, beta=config.beta,
+                               epsilon=config.epsilon, contrast=config.eps_contrast)
+        timings["group_pass"] = time.perf_counter() - t5
     timings["total"] = time.perf_counter() - t0
 
     input_section = _input_section(dataset, used, digest, duplicates)
@@ -301,6 +317,7 @@ def evaluate_dataset(
         engine={"name": "exact", "passes": passes, **({"executor": "dask"} if client is not None else {})},
         distributions=distributions,
         class_recall=class_recall,
+        groups=groups,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
                  **{k: round(v, 4) for k, v in timings.items()},
                  **({"exact_estimate": cost.to_dict()} if cost else {})},

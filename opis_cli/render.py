@@ -33,7 +33,24 @@ def report_tables(report: Report, worst: int = 10) -> Group:
                           f"{row['opis_contribution']:.3g}", f"{share:.1%}",
                           style="red" if row["in_worst_eps"] else None)
         parts.append(table)
+    if report.groups is not None:
+        parts.append(groups_table(report.groups, worst))
     return Group(*parts)
+
+
+def groups_table(section: dict, top: int = 10) -> Table:
+    """OPIS and eps-OPIS across groups, and the groups with the lowest mean utility."""
+    eps = section["eps_opis"]
+    title = (f"groups ({section['column']}): OPIS {section['opis']:.6g}, eps-OPIS "
+             f"{'-' if eps is None else f'{eps:.6g}'} over {section['groups_used']} of {section['groups']} groups")
+    table = Table(title=title, title_justify="left")
+    for col in ("group", "positive pairs", "negative pairs", "mean utility", "OPIS contribution"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for row in sorted(section["rows"], key=lambda r: r["mean_utility"])[:max(top, 1)]:
+        table.add_row(str(row["group"]), f"{row['positive_pairs']:,}", f"{row['negative_pairs']:,}",
+                      f"{row['mean_utility']:.4f}", f"{row['opis_contribution']:.3g}",
+                      style="red" if row["in_worst_eps"] else None)
+    return table
 
 
 def print_report(report: Report, console: Console, worst: int = 10) -> None:
@@ -153,4 +170,13 @@ def thresholds_tables(report: dict, top: int = 10) -> Group:
             taf.add_row(far, f"{e['threshold']:.4f}", f"{e['pooled_tar']:.4f}", f"{tars[0]:.4f}",
                         f"{tars[len(tars) // 2]:.4f}", f"{tars[-1]:.4f}", f"{max(e['far']):.4g}")
         parts.append(taf)
+    if report.get("groups"):
+        sec = report["groups"]
+        grp = Table(title=f"groups ({sec['column']}) at the global threshold, lowest utility first",
+                    title_justify="left")
+        for col in ("group", "FAR", "FRR", "utility"):
+            grp.add_column(col, justify="left" if col == "group" else "right")
+        for r in sorted(sec["rows"], key=lambda r: r["utility"])[:top]:
+            grp.add_row(str(r["group"]), f"{r['far']:.4g}", f"{r['frr']:.4f}", f"{r['utility']:.4f}")
+        parts.append(grp)
     return Group(*parts)

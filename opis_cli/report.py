@@ -22,6 +22,9 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     bootstrap            (with --bootstrap) {replicates, seed, unit, confidence, method,
                           opis/eps_opis: {se, interval}, recall_at_k: {k: {se, interval}}}
                           -- see docs/ci.md
+    groups               (--group-col) {column, groups, groups_used, opis, eps_opis, rows: [{group,
+                          positive_pairs, negative_pairs, mean_utility, opis_contribution,
+                          in_worst_eps}]} -- see opis_cli/groups.py, docs/deployment.md
     margins              (opis margins) {lambda_plus, lambda_minus, resolution, recommended, given,
                           candidates, classes, what_if_note} -- see docs/margins.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
@@ -73,6 +76,7 @@ class Report:
     engine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     approximation: dict | None = None  # approximate engine: method, diagnostics, error bars
+    groups: dict | None = None  # --group-col: OPIS and eps-OPIS across groups (opis_cli.groups)
     distributions: "DistanceDistributions | None" = None  # for plots; saved beside, not in the JSON
     class_recall: tuple | None = None  # (queries (C,), {k: hits (C,)}) per curve row, for the bootstrap
     bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
@@ -159,6 +163,7 @@ class Report:
             **({"approximation": self.approximation} if self.approximation is not None else {}),
             **({"bootstrap": self.bootstrap} if self.bootstrap is not None else {}),
             **({"margins": self.margins} if self.margins is not None else {}),
+            **({"groups": self.groups} if self.groups is not None else {}),
             "classes": self.class_rows(),
         }
 

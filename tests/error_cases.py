@@ -342,6 +342,17 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--embedding-col", "vectors"]
 
 
+@case("group-col-missing", "--group-col names a column the file does not have", section="types")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--group-col", "customer"]
+
+
+@case("group-col-npy", "--group-col with .npy input (which holds no columns)", section="types")
+def _(d):
+    x, y = _rows()
+    return ["evaluate", *_npy(d, x, y), "--group-col", "customer"]
+
+
 @case("several-list-columns", "Two list columns and no --embedding-col", section="types")
 def _(d):
     import pyarrow as pa
