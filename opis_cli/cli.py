@@ -238,6 +238,9 @@ def evaluate(
     eps_contrast: Annotated[EpsContrast, typer.Option(help="Contrast the worst classes with the rest or with the best.",
                                                       rich_help_panel="Figures")] = EpsContrast.rest,
     k: Annotated[Optional[List[int]], typer.Option("--k", help="Recall@k (repeatable).", rich_help_panel="Figures")] = None,
+    tar_at_far: Annotated[Optional[str], typer.Option(
+        metavar="F1,F2,...", help="Also every class's TAR at the global threshold of each pooled FAR (exact engine).",
+        rich_help_panel="Figures")] = None,
     json_path: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report (- for stdout).",
                                                      rich_help_panel="Output")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="What to print: a table, Markdown (for PR comments) or JSON.",
@@ -349,7 +352,7 @@ def evaluate(
             report = evaluate_file(
                 input, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col,
                 config=config, memory_budget=budget, threads=threads, kernel=kernel.value, index=index.value,
-                approx=approx,
+                approx=approx, tar_at_far=_far_list(tar_at_far),
                 max_exact_seconds=max_exact_minutes * 60, progress=progress, notify=notes.add, client=client,
             )
         progress.stop()
@@ -406,6 +409,16 @@ def evaluate(
         _print_gate(gate_result, OutputFormat.table if fmt is OutputFormat.json else fmt, to_stderr=json_on_stdout)
         if not gate_result.passed:
             raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _far_list(text: str | None) -> tuple[float, ...]:
+    """``"1e-3,1e-2"`` -> (0.001, 0.01)."""
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise OpisError(f"--tar-at-far expects numbers like 1e-3,1e-2, got {text!r}") from None
 
 
 @contextmanager
@@ -751,12 +764,7 @@ def thresholds(
             kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
                             **kwargs)
-        fars = ()
-        if tar_at_far:
-            try:
-                fars = tuple(float(v) for v in tar_at_far.split(","))
-            except ValueError:
-                raise OpisError(f"--tar-at-far expects numbers like 1e-3,1e-2, got {tar_at_far!r}") from None
+        fars = _far_list(tar_at_far)
         if threads is not None and threads < 1:
             raise OpisError(f"--threads must be >= 1, got {threads}")
         dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col,

@@ -54,6 +54,21 @@ class PairHistograms:
             raise ValueError("cannot add histograms on different threshold grids")
         return PairHistograms(self.edges, self.pos + other.pos, self.neg + other.neg)
 
+    def on_edges(self, edges: np.ndarray) -> "PairHistograms":
+        """The same counts on a coarser grid whose edges are a subset of these (exact: a bin of the
+        coarse grid is a run of fine bins)."""
+        edges = np.asarray(edges, np.float64)
+        idx = np.searchsorted(self.edges, edges)
+        if idx.max(initial=0) >= len(self.edges) or not np.array_equal(self.edges[idx], edges):
+            raise ValueError("the new edges must be a subset of the histogram's edges")
+
+        def coarse(counts: np.ndarray) -> np.ndarray:
+            cum = np.cumsum(counts, axis=1)
+            at = cum[:, idx]
+            return np.concatenate([at[:, :1], np.diff(at, axis=1), (cum[:, -1] - at[:, -1])[:, None]], axis=1)
+
+        return PairHistograms(edges, coarse(self.pos), coarse(self.neg))
+
     def pooled(self) -> "PooledHistogram":
         """All positive pairs and all negative pairs, each counted once (a negative pair
         belongs to two classes' N_c, so the per-class sum counts it twice)."""

@@ -47,6 +47,7 @@ def evaluate(
     approx: "ApproxOptions | None" = None,
     progress: StageProgress | None = None,
     client=None,
+    tar_at_far: Sequence[float] = (),
 ) -> Report:
     """Exact OPIS, eps-OPIS, per-class utility curves and Recall@k of an embedding set.
 
@@ -67,6 +68,8 @@ def evaluate(
     progress : optional ``progress(stage, done, total)`` callback.
     client : a ``dask.distributed.Client``: the exact passes run on its workers (same figures;
         docs/distributed.md). Needs the ``dask`` extra.
+    tar_at_far : pooled FAR targets: ``report.tar_at_far`` then holds every class's TAR and FAR
+        at the global threshold of each (docs/deployment.md).
 
     Returns
     -------
@@ -94,7 +97,7 @@ def evaluate(
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
     dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array", dtype=stored))
     return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
-                            approx=approx, progress=progress, client=client)
+                            approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
 
 
 def evaluate_file(
@@ -114,6 +117,7 @@ def evaluate_file(
     progress: StageProgress | None = None,
     notify: Callable[[str], None] | None = None,
     client=None,
+    tar_at_far: Sequence[float] = (),
 ) -> Report:
     """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.io.load_dataset`) and evaluate it
     (``client``: a ``dask.distributed.Client`` for the exact passes; ``group_col``: also OPIS across
@@ -122,7 +126,7 @@ def evaluate_file(
                            group_col=group_col)
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
                             kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
-                            progress=progress, notify=notify, client=client)
+                            progress=progress, notify=notify, client=client, tar_at_far=tar_at_far)
 
 
 def margins_file(
@@ -183,6 +187,7 @@ def evaluate_dataset(
     progress: StageProgress | None = None,
     notify: Callable[[str], None] | None = None,
     client=None,
+    tar_at_far: Sequence[float] = (),
 ) -> Report:
     """Evaluate a loaded :class:`~opis_cli.io.Dataset` under ``config``.
 
@@ -191,6 +196,8 @@ def evaluate_dataset(
     ``"hnsw"`` (approximate, see approximate.py, tuned by ``approx``), or ``"auto"``: exact while
     its estimated time is at most ``max_exact_seconds``, else ``"ivf"`` (``notify`` is told).
     With a Dask ``client`` the exact passes run on its workers (``"auto"`` then means exact).
+    ``tar_at_far``: pooled FAR targets; the report's ``tar_at_far`` section gives every class's
+    TAR and FAR at the global threshold of each (exact engine only).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -243,6 +250,8 @@ def evaluate_dataset(
             how = ("timed on a sample of this data" if cost.method == "probe" else "from a fixed cost model")
             say(f"exact evaluation would take about {cost.seconds / 60:.0f} min ({how}); using the approximate "
                 f"engine (--index ivf, with error bars). Pass --index exact to force exact figures.")
+    if engine != "exact" and tar_at_far:
+        raise ConfigError("--tar-at-far needs the exact engine (--index exact)")
     if engine != "exact" and dataset.groups is not None:
         raise ConfigError("--group-col needs the exact engine (--index exact); the approximate engines count "
                           "classes only")
@@ -251,12 +260,13 @@ def evaluate_dataset(
                                      progress, timings, t0, duplicates, cost)
 
     passes = 1
+    fine = None
     if config.calib is not None:
         calibration = CalibrationRange(lo=config.calib[0], hi=config.calib[1], mode="distance")
     else:
         t1 = time.perf_counter()
         stage = _stage(progress, "calibrating")
-        calibration, _ = resolve_far_range(
+        calibration, fine = resolve_far_range(
             prepared, *config.calib_far, memory_budget=memory_budget, progress=stage, threads=threads,
             kernel=kernel, client=client,
         )
@@ -268,17 +278,35 @@ def evaluate_dataset(
             f"calibration range [{calibration.lo:g}, {calibration.hi:g}] is too narrow for "
             f"{config.thresholds} distinct thresholds"
         )
+    far_thresholds = {}
+    if tar_at_far:
+        from .calibration import pooled_fine_histogram, threshold_at_most_far
+
+        if any(not 0.0 < f < 1.0 for f in tar_at_far):
+            raise ConfigError(f"--tar-at-far values must lie in (0, 1), got {', '.join(map(str, tar_at_far))}")
+        top = max(tar_at_far)
+        if config.calib is not None or not fine.neg[:-1].sum() > top * fine.neg.sum():
+            # No fine pooled histogram reaching that FAR yet: one more pooled pass.
+            _, fine, _ = pooled_fine_histogram(prepared, top, memory_budget=memory_budget,
+                                               progress=_stage(progress, "thresholds for --tar-at-far"),
+                                               threads=threads, kernel=kernel, client=client)
+            passes += 1
+        far_thresholds = {f: threshold_at_most_far(fine.edges, fine.neg, f) for f in tar_at_far}
+    # The TAR@FAR thresholds join the grid for the pair pass; the curves use the grid's own bins.
+    pass_edges = np.unique(np.concatenate([grid, list(far_thresholds.values())])) if far_thresholds else grid
 
     t2 = time.perf_counter()
     result = exact_pass(
-        prepared, grid, kmax=kmax, per_class=True, memory_budget=memory_budget,
+        prepared, pass_edges, kmax=kmax, per_class=True, memory_budget=memory_budget,
         progress=_stage(progress, "counting pairs"), kernel=kernel, threads=threads, client=client,
     )
     timings["pair_pass"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    _require_pairs_in_range(result.histograms, calibration)
-    curves, o, e = _figures(result.histograms, sizes, config)
+    hist = result.histograms.on_edges(grid) if far_thresholds else result.histograms
+    _require_pairs_in_range(hist, calibration)
+    curves, o, e = _figures(hist, sizes, config)
+    tar_section = _tar_at_far(result.histograms, sizes, far_thresholds) if far_thresholds else None
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
     class_recall = _class_recall(result.neighbours, prepared, query_mask, curves.classes, config.k)
@@ -313,7 +341,8 @@ def evaluate_dataset(
         worst=e.worst,
         contrast=e.contrast,
         recall_at_k=recall,
-        pooled=result.histograms.pooled(),
+        pooled=hist.pooled(),
+        tar_at_far=tar_section,
         engine={"name": "exact", "passes": passes, **({"executor": "dask"} if client is not None else {})},
         distributions=distributions,
         class_recall=class_recall,
@@ -322,6 +351,22 @@ def evaluate_dataset(
                  **{k: round(v, 4) for k, v in timings.items()},
                  **({"exact_estimate": cost.to_dict()} if cost else {})},
     )
+
+
+def _tar_at_far(hist, sizes, thresholds: dict) -> dict:
+    """Per class (rows in label order, as ``classes``): TAR and FAR at the global threshold of
+    each pooled FAR target (the largest 1e-4 grid threshold with pooled FAR <= F)."""
+    curves = class_curves(hist, sizes)
+    pooled = hist.pooled()
+    pos, neg = np.cumsum(pooled.pos[:-1]), np.cumsum(pooled.neg[:-1])
+    out = {}
+    for far, t in sorted(thresholds.items()):
+        k = int(np.searchsorted(hist.edges, t))
+        out[repr(far)] = {"threshold": float(t), "pooled_far": float(neg[k] / max(1, pooled.neg.sum())),
+                          "pooled_tar": float(pos[k] / max(1, pooled.pos.sum())),
+                          "tar": [float(v) for v in curves.tar[:, k]],
+                          "far": [float(1.0 - v) for v in curves.trr[:, k]]}
+    return out
 
 
 def _input_section(dataset: Dataset, used: int, digest: str, duplicates: int) -> dict:

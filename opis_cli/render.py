@@ -35,7 +35,21 @@ def report_tables(report: Report, worst: int = 10) -> Group:
         parts.append(table)
     if report.groups is not None:
         parts.append(groups_table(report.groups, worst))
+    if report.tar_at_far:
+        parts.append(tar_at_far_table(report.tar_at_far))
     return Group(*parts)
+
+
+def tar_at_far_table(section: dict) -> Table:
+    """Per-class TAR at the global threshold of each pooled FAR: pooled, and the spread over classes."""
+    table = Table(title="TAR at fixed pooled FAR (one global threshold per FAR)", title_justify="left")
+    for col in ("FAR", "threshold", "pooled TAR", "class TAR min", "median", "max", "class FAR max"):
+        table.add_column(col, justify="right")
+    for far, e in section.items():
+        tars = sorted(e["tar"])
+        table.add_row(far, f"{e['threshold']:.4f}", f"{e['pooled_tar']:.4f}", f"{tars[0]:.4f}",
+                      f"{tars[len(tars) // 2]:.4f}", f"{tars[-1]:.4f}", f"{max(e['far']):.4g}")
+    return table
 
 
 def groups_table(section: dict, top: int = 10) -> Table:
@@ -162,14 +176,7 @@ def thresholds_tables(report: dict, top: int = 10) -> Group:
                       f"{c['best_threshold']:.4f}", f"{c['best_minus_global']:+.4f}")
     parts = [head, worst]
     if report["tar_at_far"]:
-        taf = Table(title="TAR at fixed pooled FAR (global threshold per FAR)", title_justify="left")
-        for col in ("FAR", "threshold", "pooled TAR", "class TAR min", "median", "max", "class FAR max"):
-            taf.add_column(col, justify="right")
-        for far, e in report["tar_at_far"].items():
-            tars = sorted(e["tar"])
-            taf.add_row(far, f"{e['threshold']:.4f}", f"{e['pooled_tar']:.4f}", f"{tars[0]:.4f}",
-                        f"{tars[len(tars) // 2]:.4f}", f"{tars[-1]:.4f}", f"{max(e['far']):.4g}")
-        parts.append(taf)
+        parts.append(tar_at_far_table(report["tar_at_far"]))
     if report.get("groups"):
         sec = report["groups"]
         grp = Table(title=f"groups ({sec['column']}) at the global threshold, lowest utility first",

@@ -25,6 +25,9 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     groups               (--group-col) {column, groups, groups_used, opis, eps_opis, rows: [{group,
                           positive_pairs, negative_pairs, mean_utility, opis_contribution,
                           in_worst_eps}]} -- see opis_cli/groups.py, docs/deployment.md
+    tar_at_far           (--tar-at-far) {F: {threshold, pooled_far, pooled_tar, tar: [...], far: [...]}}
+                          lists in the order of classes; threshold: the largest 1e-4 grid
+                          threshold with pooled FAR <= F
     margins              (opis margins) {lambda_plus, lambda_minus, resolution, recommended, given,
                           candidates, classes, what_if_note} -- see docs/margins.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
@@ -77,6 +80,7 @@ class Report:
     timings: dict = field(default_factory=dict)
     approximation: dict | None = None  # approximate engine: method, diagnostics, error bars
     groups: dict | None = None  # --group-col: OPIS and eps-OPIS across groups (opis_cli.groups)
+    tar_at_far: dict | None = None  # --tar-at-far: per-class TAR/FAR at the global threshold of each FAR
     distributions: "DistanceDistributions | None" = None  # for plots; saved beside, not in the JSON
     class_recall: tuple | None = None  # (queries (C,), {k: hits (C,)}) per curve row, for the bootstrap
     bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
@@ -164,6 +168,7 @@ class Report:
             **({"bootstrap": self.bootstrap} if self.bootstrap is not None else {}),
             **({"margins": self.margins} if self.margins is not None else {}),
             **({"groups": self.groups} if self.groups is not None else {}),
+            **({"tar_at_far": self.tar_at_far} if self.tar_at_far is not None else {}),
             "classes": self.class_rows(),
         }
 

@@ -135,3 +135,24 @@ def test_operating_points_plot_refuses_other_reports(tmp_path):
                tmp_path / "x.png")
     assert proc.returncode == 2 and "is not an opis thresholds report" in proc.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("calib", [None, (0.3, 0.9)])
+def test_evaluate_tar_at_far_matches_bruteforce_and_changes_no_other_figure(calib):
+    import opis_cli
+
+    x, y = _data(2)
+    kwargs = dict(calib=calib) if calib else {}
+    plain = opis_cli.evaluate(x, y, **kwargs)
+    fars = (0.01, 0.2)  # 0.2 lies beyond the default calibration's FAR 0.1: one more pooled pass
+    with_taf = opis_cli.evaluate(x, y, tar_at_far=fars, **kwargs)
+    a, b = plain.to_dict(), with_taf.to_dict()
+    section = b.pop("tar_at_far")
+    a["engine"].pop("passes"), b["engine"].pop("passes")
+    assert a == b
+    ref = _brute(x, y, fars, (0.3, 0.9), 11)
+    if np.min(np.abs(ref["dist"][:, None] - np.array(list(ref["chosen"].values()))[None, :])) < GAP:
+        pytest.skip("a pair distance within float32 rounding of a threshold")
+    for f in fars:
+        assert section[repr(f)]["threshold"] == ref["chosen"][f]
+        np.testing.assert_allclose(section[repr(f)]["tar"], [c["tar_at"][f] for c in ref["classes"]], atol=1e-12)
