@@ -85,6 +85,13 @@ def resolve_far_range(
     """
     edges, pooled, step = pooled_fine_histogram(p, far_hi, memory_budget=memory_budget, progress=progress,
                                                 threads=threads, kernel=kernel, client=client)
+    return far_range(edges, pooled, step, far_lo, far_hi), pooled
+
+
+def far_range(edges: np.ndarray, pooled: PooledHistogram, step: float, far_lo: float,
+              far_hi: float) -> CalibrationRange:
+    """[lo, hi] from a fine pooled histogram (:func:`pooled_fine_histogram` reaching far_hi): the
+    smallest edges at which the pooled FAR reaches far_lo and far_hi."""
     lo = threshold_at_far(edges, pooled.neg, far_lo)
     hi = threshold_at_far(edges, pooled.neg, far_hi)
     if not lo < hi:
@@ -92,7 +99,7 @@ def resolve_far_range(
             f"--calib-far {far_lo:g}:{far_hi:g} resolves to a single threshold ({lo:g}): the "
             "negative distances jump past both FAR levels at once; widen the range or pass --calib"
         )
-    return CalibrationRange(lo=lo, hi=hi, mode="far", far_target=(far_lo, far_hi), resolution=step), pooled
+    return CalibrationRange(lo=lo, hi=hi, mode="far", far_target=(far_lo, far_hi), resolution=step)
 
 
 def pooled_fine_histogram(p: PreparedEmbeddings, far_hi: float, *, memory_budget: int,

@@ -315,19 +315,12 @@ def evaluate(
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
     notes = _Notes(immediate=progress.enabled)
     try:
-        from .config import EvalConfig, parse_memory_size, parse_range
+        from .config import EvalConfig, parse_memory_size
         from .pipeline import evaluate_file
 
-        if calib is not None and calib_far is not None:
-            raise OpisError("give either --calib or --calib-far, not both")
-        config_kwargs = {}
-        if calib is not None:
-            config_kwargs["calib"] = parse_range(calib, "--calib")
-        if calib_far is not None:
-            config_kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
         config = EvalConfig(
             metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
-            epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), **config_kwargs,
+            epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), **_range_options(calib, calib_far),
         )
         gate_options = _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase,
                                      max_eps_opis_increase, max_recall_drop, significance, on_mismatch,
@@ -338,8 +331,7 @@ def evaluate(
 
             baseline_run = load_run(baseline, out_dir)
         budget = parse_memory_size(memory_budget)
-        if threads is not None and threads < 1:
-            raise OpisError(f"--threads must be >= 1, got {threads}")
+        _check_threads(threads)
         approx = None
         if index in (Index.ivf, Index.hnsw, Index.auto):
             from .approximate import ApproxOptions
@@ -409,6 +401,24 @@ def evaluate(
         _print_gate(gate_result, OutputFormat.table if fmt is OutputFormat.json else fmt, to_stderr=json_on_stdout)
         if not gate_result.passed:
             raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _range_options(calib: str | None, calib_far: str | None) -> dict:
+    """EvalConfig keyword arguments from --calib / --calib-far (at most one of them)."""
+    from .config import parse_range
+
+    if calib is not None and calib_far is not None:
+        raise OpisError("give either --calib or --calib-far, not both")
+    if calib is not None:
+        return {"calib": parse_range(calib, "--calib")}
+    if calib_far is not None:
+        return {"calib_far": parse_range(calib_far, "--calib-far")}
+    return {}
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise OpisError(f"--threads must be >= 1, got {threads}")
 
 
 def _far_list(text: str | None) -> tuple[float, ...]:
@@ -648,20 +658,13 @@ def margins(
     """Recommend TCM margins m+ and m- from the data: hard pairs, TCM loss, candidates, what-if."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
     try:
-        from .config import EvalConfig, parse_memory_size, parse_range
+        from .config import EvalConfig, parse_memory_size
         from .pipeline import margins_file
 
-        if calib is not None and calib_far is not None:
-            raise OpisError("give either --calib or --calib-far, not both")
-        kwargs = {}
-        if calib is not None:
-            kwargs["calib"] = parse_range(calib, "--calib")
-        if calib_far is not None:
-            kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
+        kwargs = _range_options(calib, calib_far)
         config = EvalConfig(thresholds=thresholds, beta=beta, epsilon=epsilon, eps_contrast=eps_contrast.value,
                             **kwargs)
-        if threads is not None and threads < 1:
-            raise OpisError(f"--threads must be >= 1, got {threads}")
+        _check_threads(threads)
         report = margins_file(
             input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
             target_far=target_far, target_frr=target_frr, margin_plus=margin_plus, margin_minus=margin_minus,
@@ -751,22 +754,15 @@ def thresholds(
     try:
         import json as _json
 
-        from .config import EvalConfig, parse_memory_size, parse_range
+        from .config import EvalConfig, parse_memory_size
         from .io import load_dataset
         from .operating_points import operating_points
 
-        if calib is not None and calib_far is not None:
-            raise OpisError("give either --calib or --calib-far, not both")
-        kwargs = {}
-        if calib is not None:
-            kwargs["calib"] = parse_range(calib, "--calib")
-        if calib_far is not None:
-            kwargs["calib_far"] = parse_range(calib_far, "--calib-far")
+        kwargs = _range_options(calib, calib_far)
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
                             **kwargs)
         fars = _far_list(tar_at_far)
-        if threads is not None and threads < 1:
-            raise OpisError(f"--threads must be >= 1, got {threads}")
+        _check_threads(threads)
         dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col,
                                group_col=group_col)
         dev_set = (load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col)
@@ -836,8 +832,6 @@ def plot(
 
             if not runs or len(runs) != 1:
                 raise OpisError("--kind operating-points draws one report of opis thresholds --json")
-            if not 10 <= dpi <= 2000:
-                raise OpisError(f"--dpi must lie in [10, 2000], got {dpi}")
             written = plot_operating_points(load_thresholds_report(runs[0]), out, dpi=dpi, title=title)
             _stderr().print(f"wrote {written}", style="dim")
             return

@@ -26,7 +26,7 @@ from .curves import accepted_at_thresholds, utility
 from .errors import ConfigError
 from .io import Labels
 from .metrics import eps_opis, opis
-from .pairs import _panel_pairs, iter_panels, panel_shape
+from .pairs import _panel_pairs, iter_panels, panel_products, panel_shape
 from .prepare import PreparedEmbeddings
 
 
@@ -72,20 +72,12 @@ def group_histograms(p: PreparedEmbeddings, groups: np.ndarray, n_groups: int, e
     metric, sq = kernels.metric_arguments(p)
     gcodes = np.asarray(groups, np.int64)[p.order]
     offsets = gcodes * t
-    bounds = p.class_bounds
     pos = np.zeros(n_groups * t, np.int64)
     neg = np.zeros(n_groups * t, np.int64)
     rows, cols = panel_shape(p.n, memory_budget)
-    g_buf = np.empty(rows * cols, np.float32)
     total, done = p.n * (p.n - 1) // 2, 0
     with thread_limit(threads) as nt:
-        for i0, i1, j0, j1 in iter_panels(p.n, rows, cols):
-            m, n = i1 - i0, j1 - j0
-            g = g_buf[: m * n].reshape(m, n)
-            np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
-            rc = p.codes[i0:i1]
-            same_lo = np.clip(bounds[rc] - j0, 0, n)
-            same_hi = np.clip(bounds[rc + 1] - j0, 0, n)
+        for i0, i1, j0, j1, g, same_lo, same_hi in panel_products(p, iter_panels(p.n, rows, cols), rows * cols):
             ph = np.zeros((nt, n_groups * t), np.int64)
             nh = np.zeros((nt, n_groups * t), np.int64)
             kernels.block_group_counts(g, offsets[i0:i1], offsets[j0:j1], same_lo, same_hi, i0 == j0, metric,

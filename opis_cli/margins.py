@@ -35,7 +35,7 @@ from .calibration import FAR_RESOLUTION, _upper_edge_index, fine_edges, threshol
 from .curves import utility
 from .errors import ConfigError
 from .metrics import eps_opis, opis
-from .pairs import exact_pass, iter_panels, panel_shape
+from .pairs import exact_pass, iter_panels, panel_products, panel_shape
 from .prepare import PreparedEmbeddings
 
 CANDIDATE_FACTORS = (1 / 3, 1.0, 3.0)  # candidate targets: F and R times these
@@ -76,15 +76,9 @@ def pooled_sums(p: PreparedEmbeddings, edges: np.ndarray, *, within_class: bool,
     with thread_limit(threads) as nt:
         for s, e in blocks:
             rows, cols = panel_shape(e - s, memory_budget)
-            g_buf = np.empty(rows * cols, np.float32)
-            for i0, i1, j0, j1 in iter_panels(e - s, rows, cols):
-                i0, i1, j0, j1 = i0 + s, i1 + s, j0 + s, j1 + s
-                m, n = i1 - i0, j1 - j0
-                g = g_buf[: m * n].reshape(m, n)
-                np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
-                rc = p.codes[i0:i1]
-                same_lo = np.clip(bounds[rc] - j0, 0, n)
-                same_hi = np.clip(bounds[rc + 1] - j0, 0, n)
+            shifted = ((i0 + s, i1 + s, j0 + s, j1 + s) for i0, i1, j0, j1 in iter_panels(e - s, rows, cols))
+            for i0, i1, j0, j1, g, same_lo, same_hi in panel_products(p, shifted, rows * cols):
+                m, n = g.shape
                 hist = np.zeros((2, nt, t), np.int64)
                 sm = np.zeros((2, nt, t), np.float64)
                 kernels.block_pooled_sums(g, same_lo, same_hi, i0 == j0, metric, sq[i0:i1], sq[j0:j1], e0, inv,

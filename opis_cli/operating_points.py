@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import __version__
-from .calibration import CalibrationRange, pooled_fine_histogram, threshold_at_far, threshold_at_most_far
+from .calibration import CalibrationRange, far_range, pooled_fine_histogram, threshold_at_most_far
 from .config import DEFAULT_MEMORY_BUDGET, EvalConfig
 from .curves import class_curves
 from .errors import ConfigError, InputError
@@ -114,13 +114,7 @@ def operating_points(
         if input_fine is None:
             input_fine = list(_choose(p, (config.calib_far[1],), memory_budget, threads,
                                       stage("calibrating"))[1:])
-        edges, pooled, step = input_fine
-        lo = threshold_at_far(edges, pooled.neg, config.calib_far[0])
-        hi = threshold_at_far(edges, pooled.neg, config.calib_far[1])
-        if not lo < hi:
-            raise ConfigError(f"--calib-far {config.calib_far[0]:g}:{config.calib_far[1]:g} resolves to a single "
-                              f"threshold ({lo:g}); pass --calib")
-        calibration = CalibrationRange(lo=lo, hi=hi, mode="far", far_target=config.calib_far, resolution=step)
+        calibration = far_range(*input_fine, *config.calib_far)
     grid = calibration.grid(config.thresholds)
     special = [t] + [chosen[f][0] for f in tar_at_far]
     edges = np.unique(np.concatenate([grid, np.asarray(special, np.float64)]))
@@ -178,18 +172,32 @@ def operating_points(
         "worst_by_utility": [labels[i] for i in by_utility],
         "worst_by_far": [labels[i] for i in by_far],
         "tar_at_far": {
-            repr(f): {"threshold": chosen[f][0], "far_on_chosen_set": chosen[f][1],
-                      "pooled_tar": float(pooled_pos[at(chosen[f][0])] / n_pos) if n_pos else 0.0,
-                      "pooled_far": float(pooled_neg[at(chosen[f][0])] / n_neg) if n_neg else 0.0,
-                      "tar": [float(v) for v in curves.tar[:, at(chosen[f][0])]],
-                      "far": [float(1 - v) for v in curves.trr[:, at(chosen[f][0])]]}
-            for f in tar_at_far
+            key: {"far_on_chosen_set": chosen[float(key)][1], **entry}
+            for key, entry in tar_at_far_section(result.histograms, sizes,
+                                                 {f: chosen[f][0] for f in tar_at_far}).items()
         },
         "classes": classes,
     }
     if dataset.groups is not None:
         report["groups"] = _groups_at(p, dataset, edges, it, config, memory_budget, threads, stage("groups"))
     return report
+
+
+def tar_at_far_section(hist, sizes: np.ndarray, thresholds: dict) -> dict:
+    """``{repr(F): {threshold, pooled_far, pooled_tar, tar, far}}``: for each pooled FAR target F
+    and its global threshold t_F (an edge of ``hist``), the pooled rates and every used class's
+    TAR and FAR at t_F (lists in label order, as the report's ``classes``)."""
+    curves = class_curves(hist, sizes)
+    pooled = hist.pooled()
+    pos, neg = np.cumsum(pooled.pos[:-1]), np.cumsum(pooled.neg[:-1])
+    out = {}
+    for far, t in sorted(thresholds.items()):
+        k = int(np.searchsorted(hist.edges, t))
+        out[repr(far)] = {"threshold": float(t), "pooled_far": float(neg[k] / max(1, pooled.neg.sum())),
+                          "pooled_tar": float(pos[k] / max(1, pooled.pos.sum())),
+                          "tar": [float(v) for v in curves.tar[:, k]],
+                          "far": [float(1.0 - v) for v in curves.trr[:, k]]}
+    return out
 
 
 def _groups_at(p, dataset: Dataset, edges: np.ndarray, it: int, config: EvalConfig, memory_budget, threads,

@@ -520,20 +520,15 @@ def stripe_counts(
     e0, inv, upper = ThresholdBins(edges).kernel_arguments()
     metric, sq = kernels.metric_arguments(p)
     codes = p.codes
-    bounds = p.class_bounds
     out = into if into is not None else PassCounts.empty(p, t, kmax, per_class)
     anchored, pos, neighbours = out.anchored, out.pos, out.neighbours
     rows, cols = panel_shape(p.n, memory_budget)
-    g_buf = np.empty(rows * cols, np.float32)
     total = p.n * (p.n - 1) // 2
     kk = max(kmax, 1)
-    for i0, i1, j0, j1 in (panel for s0, s1 in stripes for panel in _stripe_panels(p.n, s0, s1, rows, cols)):
-        m, n = i1 - i0, j1 - j0
-        g = g_buf[: m * n].reshape(m, n)
-        np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
+    panels = (panel for s0, s1 in stripes for panel in _stripe_panels(p.n, s0, s1, rows, cols))
+    for i0, i1, j0, j1, g, same_lo, same_hi in panel_products(p, panels, rows * cols):
+        m, n = g.shape
         rc, cc = codes[i0:i1], codes[j0:j1]
-        same_lo = np.clip(bounds[rc] - j0, 0, n)
-        same_hi = np.clip(bounds[rc + 1] - j0, 0, n)
         diagonal = i0 == j0
         if per_class:
             r0, c0 = int(rc[0]), int(cc[0])
@@ -571,6 +566,22 @@ def stripe_counts(
         if progress is not None:
             progress(out.pairs, total)
     return out
+
+
+def panel_products(p: PreparedEmbeddings, panels, buffer_elements: int):
+    """For each panel (i0, i1, j0, j1): ``(i0, i1, j0, j1, g, same_lo, same_hi)`` with
+    g = x[i0:i1] x[j0:j1]^T computed into one reused float32 buffer (valid until the next panel;
+    a fresh output per panel halves the matrix-product rate) and ``same_lo[i]:same_hi[i]`` the
+    columns of row i's class within the panel (rows are grouped by class). What every fused
+    kernel reads; ``buffer_elements`` bounds the panels' size."""
+    g_buf = np.empty(buffer_elements, np.float32)
+    bounds = p.class_bounds
+    for i0, i1, j0, j1 in panels:
+        m, n = i1 - i0, j1 - j0
+        g = g_buf[: m * n].reshape(m, n)
+        np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
+        rc = p.codes[i0:i1]
+        yield i0, i1, j0, j1, g, np.clip(bounds[rc] - j0, 0, n), np.clip(bounds[rc + 1] - j0, 0, n)
 
 
 def _stripe_panels(n: int, s0: int, s1: int, rows: int, cols: int):

@@ -306,7 +306,11 @@ def evaluate_dataset(
     hist = result.histograms.on_edges(grid) if far_thresholds else result.histograms
     _require_pairs_in_range(hist, calibration)
     curves, o, e = _figures(hist, sizes, config)
-    tar_section = _tar_at_far(result.histograms, sizes, far_thresholds) if far_thresholds else None
+    tar_section = None
+    if far_thresholds:
+        from .operating_points import tar_at_far_section
+
+        tar_section = tar_at_far_section(result.histograms, sizes, far_thresholds)
     query_mask = (sizes >= 2)[prepared.codes]
     recall = recall_at_k(result.neighbours, query_mask, config.k)
     class_recall = _class_recall(result.neighbours, prepared, query_mask, curves.classes, config.k)
@@ -351,22 +355,6 @@ def evaluate_dataset(
                  **{k: round(v, 4) for k, v in timings.items()},
                  **({"exact_estimate": cost.to_dict()} if cost else {})},
     )
-
-
-def _tar_at_far(hist, sizes, thresholds: dict) -> dict:
-    """Per class (rows in label order, as ``classes``): TAR and FAR at the global threshold of
-    each pooled FAR target (the largest 1e-4 grid threshold with pooled FAR <= F)."""
-    curves = class_curves(hist, sizes)
-    pooled = hist.pooled()
-    pos, neg = np.cumsum(pooled.pos[:-1]), np.cumsum(pooled.neg[:-1])
-    out = {}
-    for far, t in sorted(thresholds.items()):
-        k = int(np.searchsorted(hist.edges, t))
-        out[repr(far)] = {"threshold": float(t), "pooled_far": float(neg[k] / max(1, pooled.neg.sum())),
-                          "pooled_tar": float(pos[k] / max(1, pooled.pos.sum())),
-                          "tar": [float(v) for v in curves.tar[:, k]],
-                          "far": [float(1.0 - v) for v in curves.trr[:, k]]}
-    return out
 
 
 def _input_section(dataset: Dataset, used: int, digest: str, duplicates: int) -> dict:

@@ -42,15 +42,12 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
               title: str | None = None) -> Path:
     """Draw ``kind`` for ``runs`` and write it atomically to ``out`` (format from its extension)."""
     out = Path(out)
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot tell the image format of {out.name!r}: use a .png, .svg or .pdf path")
+    fmt = _format_of(out)
     if kind not in KINDS:
         raise ConfigError(f"unknown plot kind {kind!r}; choose {', '.join(KINDS)}")
     if not runs:
         raise InputError("no runs to plot")
-    if dpi < 10 or dpi > 2000:
-        raise ConfigError(f"--dpi must lie in [10, 2000], got {dpi}")
+    _check_dpi(dpi)
     if kind in ("curves", "distributions") and len(runs) != 1:
         raise ConfigError(f"--kind {kind} draws one run, got {len(runs)}; use --kind compare or pareto")
     if kind == "compare" and len(runs) < 2:
@@ -63,7 +60,23 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
 
     draw = {"curves": _curves_figure, "compare": _compare_figure, "pareto": _pareto_figure,
             "distributions": _distributions_figure}[kind]
-    fig = draw(plt, runs, title)
+    return _save(plt, draw(plt, runs, title), out, fmt, dpi)
+
+
+def _check_dpi(dpi: int) -> None:
+    if dpi < 10 or dpi > 2000:
+        raise ConfigError(f"--dpi must lie in [10, 2000], got {dpi}")
+
+
+def _format_of(out: Path) -> str:
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the image format of {out.name!r}: use a .png, .svg or .pdf path")
+    return fmt
+
+
+def _save(plt, fig, out: Path, fmt: str, dpi: int) -> Path:
+    """Write ``fig`` atomically (no half-written image for a reader) and close it."""
     try:
         atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
                                                 metadata=_metadata(fmt)))
@@ -237,9 +250,8 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     the pooled operating point marked, the worst classes labelled. Log FAR axis: impostor rates
     that differ by 10x matter as much near 1e-4 as near 1e-2."""
     out = Path(out)
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot tell the image format of {out.name!r}: use a .png, .svg or .pdf path")
+    fmt = _format_of(out)
+    _check_dpi(dpi)
     try:
         classes = report["classes"]
         far = np.array([c["far"] for c in classes], float)
@@ -278,12 +290,7 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     how = {"given": "given", "dev": "chosen on dev", "input": "chosen on this set"}.get(report["threshold"].get(
         "chosen_on"), "")
     ax.set_title(title or f"Operating points at threshold {t:.4f} ({how})", fontsize=11)
-    try:
-        atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
-                                                metadata=_metadata(fmt)))
-    finally:
-        plt.close(fig)
-    return out
+    return _save(plt, fig, out, fmt, dpi)
 
 
 # ---------------------------------------------------------------------------- distributions
