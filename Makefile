@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/opis plot --kind distributions --out .opis/demo-distributions.png
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/generate.py

@@ -1,7 +1,8 @@
 """Approximate evaluation for millions of embeddings, with stated error bars.
 
 Exact evaluation is O(N^2 D). This engine keeps exact what is cheap and counts or samples the
-rest, and says which and how well:
+rest, and states every headline figure as an estimate with a 95% interval
+(docs/approximate.md; the intervals are computed in approximate_errors.py):
 
 * **Positives are exact.** A class's positive pairs are the within-class blocks (sum of n_c^2 / 2
   pairs); the exact kernel runs over class-aligned row segments. The same pass gives each item's
@@ -11,15 +12,12 @@ rest, and says which and how well:
   only the negatives with d <= hi are needed:
   - ``range``: counted by FAISS IVF range search from every anchor (exact within the probed lists;
     cheap when hi sits at a low FAR). Its recall is measured against exact search on a seeded
-    sample of queries and turned into an error bar.
-  - ``sample``: each class's anchors are compared with m seeded uniform partners drawn from the
-    other classes (a class is one contiguous range of the class-sorted rows, so its complement is
-    one gap and a uniform draw is O(1)); counts are scaled by (N - n_c) / m: unbiased. Partners are
-    dealt into groups, and a jackknife over groups gives the standard error of every figure
-    (it captures that one class's anchors share partners).
+    sample of queries.
+  - ``sample``: every class's anchors against one shared seeded sample of m rows
+    (approximate_sampling.py); counts scaled by (N - n_c) / m_c: unbiased.
   ``auto`` picks range search when the expected number of in-range results per query is small.
-* **Recall@k** uses the same index's k-NN search against the exact nearest same-label distance;
-  its neighbour recall is measured on the seeded query sample.
+* **Recall@k**: the index's k-NN search gives every query's hit, and a seeded sample of queries
+  searched exactly corrects its optimism (a difference estimator, approximate_errors.py).
 """
 
 from __future__ import annotations
@@ -30,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .approximate_cost import approximate_cost, coverage_problem  # noqa: F401  (public here)
+from .approximate_errors import wilson_interval
+from .approximate_sampling import SampledNegatives, negatives_by_sampling
 from .binning import ThresholdBins
 from .errors import ConfigError
 from .neighbours import NeighbourState
@@ -53,9 +54,11 @@ class ApproxOptions:
     ef_construction: int = 64
     ef_search: int = 64
     negatives: str = "auto"
-    samples_per_anchor: int | None = None  # default: clip(2e9 / N, 1000, 20000)
+    samples_per_anchor: int | None = None  # rows of the shared partner sample; default clip(2e9 / N, 1000, 20000)
     sample_groups: int = 20
-    check_queries: int = 500
+    # Queries searched exactly (2 N D flops each): Recall@k's correction and the index checks.
+    check_queries: int = 2000
+    replicates: int = 40  # half-sample replicates of the sampled figures (approximate_errors.py)
     range_max_per_query: int = 2000
     seed: int = 0
 
@@ -71,7 +74,9 @@ class ApproxOptions:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if self.sample_groups < 2:
-            raise ConfigError("--sample-groups must be >= 2 (the jackknife needs two groups)")
+            raise ConfigError("--sample-groups must be >= 2 (a half-sample needs two groups)")
+        if self.replicates < 2:
+            raise ConfigError("--replicates must be >= 2")
         if self.samples_per_anchor is not None and self.samples_per_anchor < self.sample_groups:
             raise ConfigError("--samples-per-anchor must be at least --sample-groups")
 
@@ -92,9 +97,11 @@ class ApproxPassResult:
 
     histograms: PairHistograms
     neighbours: NeighbourState | None
-    replicates: list[PairHistograms]  # jackknife replicates (sample mode)
+    sampled: SampledNegatives | None  # per-group counts (sample mode), for the replicates
     recall_scaled: PairHistograms | None  # in-range negatives divided by the lower recall bound (range mode)
     info: dict = field(default_factory=dict)
+    check_rows: np.ndarray | None = None  # the exactly searched queries (prepared row numbers)
+    check_hits: np.ndarray | None = None  # their exact hit@k, (queries, kmax) bool
 
 
 def _faiss(threads: int | None):
@@ -229,57 +236,6 @@ def negatives_by_range(p: PreparedEmbeddings, index, edges: np.ndarray, expected
     return out.reshape(p.n_classes, t)
 
 
-def negatives_by_sampling(p: PreparedEmbeddings, edges: np.ndarray, m: int, groups: int, seed: int,
-                          threads=None, progress=None):
-    """Per class: in-range counts of anchor x partner pairs per partner group (C, G, T), and the
-    number of partners in each group (C, G). Partners: m (or the whole complement if smaller)
-    seeded uniform draws without replacement from the other classes."""
-    from . import kernels
-    from .threads import thread_limit
-
-    t = len(edges)
-    e0, inv, upper = ThresholdBins(edges).kernel_arguments()
-    metric, sq = kernels.metric_arguments(p)
-    counts = np.zeros((p.n_classes, groups, t), np.int64)
-    partners = np.zeros((p.n_classes, groups), np.int64)
-    sizes = p.class_sizes
-    with thread_limit(threads) as nt:
-        for c in range(p.n_classes):
-            n_c = int(sizes[c])
-            if n_c < 2:
-                continue
-            start = int(p.class_bounds[c])
-            comp = p.n - n_c
-            mc = min(comp, m)
-            rng = np.random.default_rng([seed, 2, c])
-            u = np.arange(comp) if mc == comp else np.sort(rng.choice(comp, size=mc, replace=False))
-            idx = u + (u >= start) * n_c  # skip over class c's own rows
-            xs = np.ascontiguousarray(p.x[idx])
-            # Groups must be exchangeable random subsamples for the jackknife; dealing the sorted
-            # partners round-robin would make each a class-stratified sample, more alike than
-            # chance (coverage measured in docs/approximate.md).
-            group = rng.permutation(mc) % groups
-            col_base = group.astype(np.int64) * t  # column-side counts land in the partner's group
-            partners[c] = np.bincount(group, minlength=groups)
-            for r0 in range(start, start + n_c, 1024):
-                r1 = min(start + n_c, r0 + 1024)
-                g = p.x[r0:r1] @ xs.T
-                # One class on the rows, no same-class columns (zeros as base and range), no Recall@k.
-                zeros = np.zeros(r1 - r0, np.int64)
-                row_hist = np.zeros((nt, t), np.int64)
-                col_hist = np.zeros((nt, groups * t), np.int64)
-                pos_hist = np.zeros((nt, t), np.int64)
-                unused2, unused3 = np.zeros((1, 1), np.float32), np.zeros((1, 1, 1), np.float32)
-                kernels.block_counts(
-                    g, zeros, col_base, zeros, zeros, False, metric, sq[r0:r1], sq[idx], e0, inv, upper, nt,
-                    row_hist, col_hist, pos_hist, 0, unused2, unused2, unused3, unused3,
-                )
-                counts[c] += col_hist.sum(axis=0).reshape(groups, t)
-            if progress is not None:
-                progress(c + 1, p.n_classes)
-    return counts, partners
-
-
 def _histograms_from_inrange(p: PreparedEmbeddings, edges, pos: np.ndarray, neg_inrange: np.ndarray) -> PairHistograms:
     """Complete (C, T + 1) histograms: exact positives; negatives in range as given (possibly
     estimated, float) and the overflow bin as the remainder of the exact |N_c|."""
@@ -311,19 +267,20 @@ def knn_neighbours(p: PreparedEmbeddings, index, kmax: int, same: np.ndarray, pr
 
 
 def check_against_exact(p: PreparedEmbeddings, index, edges, kmax: int, opts: ApproxOptions,
-                        use_range: bool, same: np.ndarray) -> dict:
-    """Measure the index on a seeded sample of queries against exact (matrix-product) search:
-    range-search recall of in-range negatives, k-NN recall of the kmax + 1 nearest items, and
-    the exact Recall@k of the sampled queries (``same``: exact nearest same-label distances), an
-    unbiased estimate of Recall@k where the index's own figure leans optimistic (a missed
-    other-label neighbour can only turn a miss into a hit)."""
+                        use_range: bool, same: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Search a seeded uniform sample of queries (items of classes with >= 2 members) exactly, by
+    matrix products (2 N D flops per query), and measure the index on them: range-search recall of
+    in-range negatives and k-NN recall of the kmax + 1 nearest items.
+
+    Returns (diagnostics, the sampled rows, their exact hit@k for k = 1..kmax as (s, kmax) bool),
+    the hits from ``same`` (exact nearest same-label distances) and the exact other-label ones.
+    """
     rng = np.random.default_rng([opts.seed, 3])
-    q = np.sort(rng.choice(p.n, size=min(p.n, opts.check_queries), replace=False))
+    queries = np.flatnonzero(p.class_sizes[p.codes] >= 2)
+    q = np.sort(rng.choice(queries, size=min(len(queries), opts.check_queries), replace=False))
     hi = float(edges[-1])
     true_in, found_in, knn_hit, knn_total = 0, 0, 0, 0
-    is_query = p.class_sizes[p.codes] >= 2
-    recall_hits = np.zeros(kmax, np.int64)
-    recall_queries = 0
+    hits = np.zeros((len(q), kmax), bool)
     k = min(kmax + 1, p.n - 1)
     radius = _in_range_radius(p, hi)
     step = max(1, (1 << 24) // p.n)  # queries per batch: ~16M distances (64 MiB) at a time
@@ -336,9 +293,8 @@ def check_against_exact(p: PreparedEmbeddings, index, edges, kmax: int, opts: Ap
         d[np.arange(len(qs)), qs] = np.inf
         neg = p.codes[None, :] != p.codes[qs][:, None]
         true_in += int(((d <= hi) & neg).sum())
-        closer = ((d <= same[qs][:, None]) & neg).sum(axis=1)[is_query[qs]]
-        recall_queries += len(closer)
-        recall_hits += (closer[:, None] < np.arange(1, kmax + 1)[None, :]).sum(axis=0)
+        closer = ((d <= same[qs][:, None]) & neg).sum(axis=1)
+        hits[s:s + step] = closer[:, None] < np.arange(1, kmax + 1)[None, :]
         if use_range:
             lims, dist, ids = index.range_search(p.x[qs], radius)
             anchors = np.repeat(qs, np.diff(lims).astype(np.int64))
@@ -349,25 +305,12 @@ def check_against_exact(p: PreparedEmbeddings, index, edges, kmax: int, opts: Ap
         for r in range(len(qs)):
             knn_total += k
             knn_hit += len(np.intersect1d(true_knn[r], got[r][got[r] != qs[r]]))
-    out = {"check_queries": int(len(q)), "knn_recall": knn_hit / knn_total if knn_total else 1.0,
-           "recall_at_k_queries": int(recall_queries),
-           "recall_at_k_hits": {str(k): int(recall_hits[k - 1]) for k in range(1, kmax + 1)}}
+    out = {"check_queries": int(len(q)), "knn_recall": knn_hit / knn_total if knn_total else 1.0}
     if use_range:
         recall = found_in / true_in if true_in else 1.0
         out.update(range_recall=recall, range_recall_lower=_wilson_lower(found_in, true_in),
                    range_true_results=true_in)
-    return out
-
-
-def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% for z = 1.96)."""
-    if total == 0:
-        return 0.0, 1.0
-    phat = hits / total
-    den = 1 + z * z / total
-    centre = phat + z * z / (2 * total)
-    spread = z * math.sqrt(phat * (1 - phat) / total + z * z / (4 * total * total))
-    return max(0.0, (centre - spread) / den), min(1.0, (centre + spread) / den)
+    return out, q, hits
 
 
 def _wilson_lower(hits: int, total: int, z: float = 1.96) -> float:
@@ -416,10 +359,11 @@ def approximate_pass(
             info["index"] = {"type": "HNSW-Flat", "M": opts.hnsw_m, "ef_construction": opts.ef_construction,
                              "ef_search": opts.ef_search}
 
-    checks = None
+    checks, check_rows, check_hits = None, None, None
     if index is not None:
         t4 = time.perf_counter()
-        checks = check_against_exact(p, index, edges, max(kmax, 1), opts, use_range=(mode == "range"), same=same)
+        checks, check_rows, check_hits = check_against_exact(p, index, edges, max(kmax, 1), opts,
+                                                             use_range=(mode == "range"), same=same)
         timings["checks"] = time.perf_counter() - t4
         info["checks"] = checks
         if mode == "range" and opts.negatives == "auto" and checks["range_recall_lower"] < MIN_RANGE_RECALL:
@@ -429,7 +373,7 @@ def approximate_pass(
             info["negatives_note"] = (f"range-search recall {checks['range_recall']:.3f} on the check queries is "
                                       f"below {MIN_RANGE_RECALL}; negatives were sampled instead")
 
-    replicates: list[PairHistograms] = []
+    sampled = None
     recall_scaled = None
     t2 = time.perf_counter()
     if mode == "range":
@@ -439,22 +383,12 @@ def approximate_pass(
         m = opts.resolved_samples(p.n)
         info["samples_per_anchor"] = m
         info["sample_groups"] = opts.sample_groups
-        counts, partners = negatives_by_sampling(p, edges, m, opts.sample_groups, opts.seed, threads,
-                                                 progress=stage("negatives (sampling)"))
-        sizes = p.class_sizes.astype(np.float64)
-        comp = p.n - sizes
-        total_partners = np.maximum(partners.sum(axis=1), 1)
-        scale = comp / total_partners
-        full = counts.sum(axis=1) * scale[:, None]
+        sampled = negatives_by_sampling(p, edges, m, opts.sample_groups, opts.seed, threads,
+                                        progress=stage("negatives (sampling)"))
+        full = np.zeros((p.n_classes, len(edges)))
+        full[p.class_sizes >= 2] = sampled.full_estimate()
         hist = _histograms_from_inrange(p, edges, pos, full)
-        # Finite-population correction: a class whose complement was enumerated has no sampling
-        # error; a sampled one has its jackknife deviation shrunk by sqrt(1 - m_c / (N - n_c)).
-        fpc = np.sqrt(np.clip(1.0 - total_partners / np.maximum(comp, 1), 0.0, 1.0))[:, None]
-        for g in range(opts.sample_groups):
-            rest = np.maximum(total_partners - partners[:, g], 1)
-            est = (counts.sum(axis=1) - counts[:, g]) * (comp / rest)[:, None]
-            replicates.append(_histograms_from_inrange(p, edges, pos, full + fpc * (est - full)))
-        info["exact_negatives_classes"] = int((partners.sum(axis=1) >= comp).sum())
+        info["exact_negatives_classes"] = int((sampled.fraction >= 1).sum())
     timings["negatives"] = time.perf_counter() - t2
 
     neighbours = None
@@ -466,5 +400,5 @@ def approximate_pass(
         lower = max(checks["range_recall_lower"], 1e-3)
         recall_scaled = _histograms_from_inrange(p, edges, pos, hist.neg[:, :-1] / lower)
     info["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    return ApproxPassResult(histograms=hist, neighbours=neighbours, replicates=replicates,
-                            recall_scaled=recall_scaled, info=info)
+    return ApproxPassResult(histograms=hist, neighbours=neighbours, sampled=sampled, recall_scaled=recall_scaled,
+                            info=info, check_rows=check_rows, check_hits=check_hits)

@@ -19,7 +19,8 @@ from . import __version__
 from .config import DEFAULT_MEMORY_BUDGET
 from .errors import OpisError
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+# 1 is reserved for a failed gate: a crash must never read as a regression in CI.
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 app = typer.Typer(
     name="opis",
@@ -258,10 +259,13 @@ def evaluate(
     kernel: Annotated[Kernel, typer.Option(help="Pair kernel: numba (fused, parallel) or numpy (reference).",
                                            rich_help_panel="Performance")] = Kernel.auto,
     index: Annotated[Index, typer.Option(
-        help="exact (every pair), ivf or hnsw (approximate, with error bars), or auto: exact unless that "
-             "would take longer than --max-exact-minutes.", rich_help_panel="Engine")] = Index.auto,
-    max_exact_minutes: Annotated[float, typer.Option(help="Longest estimated exact run --index auto accepts.",
-                                                     rich_help_panel="Engine")] = 10.0,
+        help="exact (every pair), ivf or hnsw (approximate, with error bars), or auto: exact unless its "
+             "estimate (from N, D and the class sizes; never timed) exceeds --max-exact-minutes and the "
+             "approximate engine fits this data and --memory-budget and is twice as fast. The report says why "
+             "(engine.reason).", rich_help_panel="Engine")] = Index.auto,
+    max_exact_minutes: Annotated[float, typer.Option(
+        help="Longest exact run --index auto accepts, in minutes on the reference machine "
+             "(docs/performance.md).", rich_help_panel="Engine")] = 10.0,
     engine: Annotated[Executor, typer.Option(
         help="Where the exact passes run: this machine, or a Dask cluster (needs opis-cli[dask]; same figures).",
         rich_help_panel="Cluster")] = Executor.local,
@@ -308,8 +312,14 @@ def evaluate(
         help="Fail only beyond the bootstrap uncertainty at this one-sided level (e.g. 0.95; needs --bootstrap).",
         rich_help_panel="CI gate")] = None,
     on_mismatch: Annotated[Mismatch, typer.Option(
-        help="When baseline and current differ in range, metric, beta, epsilon, thresholds or classes.",
+        help="When baseline and current differ in range, metric, beta, epsilon or thresholds.",
         rich_help_panel="CI gate")] = Mismatch.refuse,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse (exit 2) a pinned-range comparison whose pooled FARs differ more than 2x.",
+        rich_help_panel="CI gate")] = False,
+    allow_approximate: Annotated[bool, typer.Option(
+        "--allow-approximate", help="Gate approximate figures, each judged at the unfavourable end of its interval.",
+        rich_help_panel="CI gate")] = False,
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
@@ -324,7 +334,7 @@ def evaluate(
         )
         gate_options = _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase,
                                      max_eps_opis_increase, max_recall_drop, significance, on_mismatch,
-                                     have_baseline=baseline is not None)
+                                     strict, allow_approximate, have_baseline=baseline is not None)
         baseline_run = None
         if baseline is not None:
             from .runs import load_run
@@ -365,10 +375,10 @@ def evaluate(
         gate_result = None
         if gate_options is not None:  # after saving: a failed or refused gate keeps the run for a look
             from .gate import run_gate
+            from .runs import SavedRun
 
-            gate_result = run_gate(report.to_dict(), baseline_run.report if baseline_run else None, gate_options,
-                                   current_name=run_dir.name if run_dir else (name or "this run"),
-                                   baseline_name=baseline_run.name if baseline_run else None)
+            current_run = SavedRun.from_report(report, run_dir.name if run_dir else (name or "this run"))
+            gate_result = run_gate(current_run, baseline_run, gate_options)
     except OpisError as exc:
         progress.stop()
         raise _fail(str(exc)) from None
@@ -459,7 +469,8 @@ def _dask_client(engine: "Executor", scheduler: str | None, workers: int | None,
 
 
 def _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, max_eps_opis_increase,
-                  max_recall_drop, significance, on_mismatch, *, have_baseline: bool, required: bool = False):
+                  max_recall_drop, significance, on_mismatch, strict, allow_approximate, *, have_baseline: bool,
+                  required: bool = False):
     """GateOptions from the CLI's strings, or None when no check was asked for (and none is required)."""
     from .gate import GateOptions, parse_limit, parse_recall_limit
 
@@ -470,7 +481,8 @@ def _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, ma
         max_eps_opis_increase=(parse_limit(max_eps_opis_increase, "--max-eps-opis-increase")
                                if max_eps_opis_increase else None),
         max_recall_drop=parse_limit(max_recall_drop, "--max-recall-drop") if max_recall_drop else None,
-        significance=significance, on_mismatch=on_mismatch.value,
+        significance=significance, on_mismatch=on_mismatch.value, strict=strict,
+        allow_approximate=allow_approximate,
     )
     if not options.any and not required:
         if have_baseline:
@@ -495,8 +507,14 @@ def _print_gate(result, fmt: "OutputFormat", to_stderr: bool = False) -> None:
 
     console = _stderr() if to_stderr else Console()
     console.print(gate_table(result))
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    _print_warnings(console, result.warnings)
+
+
+def _print_warnings(console, warnings: list[str]) -> None:
+    from rich.markup import escape
+
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
 
 @app.command(
@@ -528,8 +546,14 @@ def gate(
         help="Fail only when the excess is beyond the class-bootstrap uncertainty at this one-sided level "
              "(e.g. 0.95); both reports need --bootstrap.")] = None,
     on_mismatch: Annotated[Mismatch, typer.Option(
-        help="Baseline and current differ in range, metric, beta, epsilon, thresholds or class set: "
-             "refuse (exit 2) or warn.")] = Mismatch.refuse,
+        help="Baseline and current differ in calibration, metric, beta, epsilon or thresholds: "
+             "refuse (exit 2) or warn. Another evaluation set is always refused.")] = Mismatch.refuse,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse (exit 2) a pinned-range comparison whose pooled FAR at lo or hi differs more than "
+                         "2x between the runs (different operating points), instead of warning.")] = False,
+    allow_approximate: Annotated[bool, typer.Option(
+        "--allow-approximate", help="Compare approximate reports (--index ivf|hnsw), each figure judged at the "
+                                    "unfavourable end of its 95% interval.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="table, markdown (PR comment) or json.")]
     = OutputFormat.table,
     out_dir: Annotated[Path, typer.Option(help="Where runs are saved (for the default CURRENT).")] = Path(".opis"),
@@ -540,12 +564,11 @@ def gate(
         from .runs import load_run
 
         options = _gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase,
-                                max_eps_opis_increase, max_recall_drop, significance, on_mismatch,
-                                have_baseline=baseline is not None, required=True)
+                                max_eps_opis_increase, max_recall_drop, significance, on_mismatch, strict,
+                                allow_approximate, have_baseline=baseline is not None, required=True)
         cur = load_run(current, out_dir)
         base = load_run(baseline, out_dir) if baseline is not None else None
-        result = run_gate(cur.report, base.report if base else None, options, current_name=cur.name,
-                          baseline_name=base.name if base else None)
+        result = run_gate(cur, base, options)
     except OpisError as exc:
         raise _fail(str(exc)) from None
     _print_gate(result, fmt)
@@ -556,41 +579,41 @@ def gate(
 @app.command(
     epilog=(
         "Examples:\n\n"
-        "  opis compare .opis/runs/base .opis/runs/tcm\n\n"
-        "  opis compare runs/*/ --format markdown >> $GITHUB_STEP_SUMMARY"
+        "  opis compare .opis/runs/released .opis/runs/candidate      (both with the same --calib-far)\n\n"
+        "  opis compare runs/*/ --format markdown >> $GITHUB_STEP_SUMMARY\n\n"
+        "The first run is the reference: every other run's change is shown with a 95% interval (paired when "
+        "both are run directories on the same evaluation set)."
     ),
 )
 def compare(
     runs: Annotated[List[str], typer.Argument(metavar="RUN_OR_REPORT...", help="Two or more runs or reports.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", help="table, markdown or json.")] = OutputFormat.table,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse (exit 2) instead of warning when runs are not comparable like with like.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Where runs are saved.")] = Path(".opis"),
 ) -> None:
-    """Show several runs side by side (OPIS, eps-OPIS, Recall@k, range, size), without pass/fail."""
+    """Show runs side by side with each run's change against the first (no pass/fail)."""
     try:
-        from .gate import compare_markdown, compare_table
+        from .compare import compare_runs
         from .runs import load_run
 
         if len(runs) < 2:
             raise OpisError("compare needs two or more runs")
-        loaded = [load_run(r, out_dir) for r in runs]
+        result = compare_runs([load_run(r, out_dir) for r in runs], strict=strict)
     except OpisError as exc:
         raise _fail(str(exc)) from None
-    pairs = [(r.name, r.report) for r in loaded]
     if fmt is OutputFormat.json:
-        import json as _json
-
-        sys.stdout.write(_json.dumps({name: {"metrics": rep["metrics"], "calibration": rep["calibration"],
-                                             "input": rep["input"], **({"bootstrap": rep["bootstrap"]}
-                                                                      if rep.get("bootstrap") else {})}
-                                      for name, rep in pairs}, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(result.to_json())
     elif fmt is OutputFormat.markdown:
-        sys.stdout.write(compare_markdown(pairs))
+        sys.stdout.write(result.to_markdown())
     else:
         from rich.console import Console
 
         from .render import compare_rich
 
-        Console().print(compare_rich(*compare_table(pairs)))
+        console = Console()
+        console.print(compare_rich(*result.table()))
+        _print_warnings(console, result.warnings)
 
 
 class MarginsFormat(str, Enum):
@@ -845,6 +868,16 @@ def plot(
     _stderr().print(f"wrote {written}", style="dim")
 
 
+def _bug(exc: BaseException) -> None:
+    """An unexpected exception: the traceback for a bug report, and exit code 3."""
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    sys.stderr.write(f"opis {__version__}: internal error ({type(exc).__name__}); this is a bug in opis-cli, "
+                     "please report it with the traceback above\n")
+    sys.exit(EXIT_BUG)
+
+
 def main() -> None:
     """Console-script entry point.
 
@@ -873,8 +906,8 @@ def main() -> None:
         # typer does itself, because the vendored module is private.
         if not (hasattr(exc, "exit_code") and hasattr(exc, "format_message")):
             if type(exc).__name__ == "Abort":
-                raise _fail("aborted", 1) from None
-            raise
+                raise _fail("aborted", EXIT_USAGE) from None
+            _bug(exc)
         if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

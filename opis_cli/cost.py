@@ -1,108 +1,117 @@
-"""How long the exact engine would take here: the basis of ``--index auto``.
+"""Which engine ``--index auto`` runs: a documented, deterministic function of the input's shape.
 
-A fixed cost model is only right on the machine it was measured on (a laptop without AVX-512 or
-with eight cores differs by several times). So when the decision is not obvious, the exact engine
-is *timed* on a seeded sample of the user's own rows, on the same code path, thread cap and panel
-shapes, and the time is scaled to the full matrix by the number of matrix-product elements the
-panels compute. The probe costs well under a second (one pass over ~19M pairs).
+The same input and flags must give the same report on an idle and on a busy machine, so the
+choice never times anything. It is a pure function of N, D, the class sizes, k, the options and
+the memory budget (:func:`choose_engine`), and the report states which engine ran and why
+(``engine.choice``, ``engine.reason``).
+
+Costs are in *reference seconds*: wall time on this project's reference machine (2 cores of an
+x86-64 CI runner, measured in docs/performance.md). A faster machine runs both engines faster
+by about the same factor, so the comparison between them holds anywhere; the limit
+``--max-exact-minutes`` is read in the same reference minutes.
+
+Exact engine: ``passes x N(N - 1)/2`` pairs, each costing one 2D-flop product share and one
+kernel visit, plus what does not scale with the pairs (imports, preparation, the plots'
+distributions pass): seconds = passes * pairs * (2D / EXACT_FLOPS_PER_S + 1 / EXACT_KERNEL_PAIRS_PER_S)
++ EXACT_FIXED_SECONDS + N * EXACT_ROW_SECONDS. ``passes`` is 1 with a pinned range and 2 with a
+FAR-derived one (one calibration pass).
+
+The rule, in order (the first that applies decides):
+
+1. exact if its estimate is within the limit;
+2. exact if the approximate engine's intervals are not known to hold for this data shape and
+   these options (:func:`opis_cli.approximate.coverage_problem`);
+3. exact if the approximate engine would need more working memory than ``--memory-budget``
+   (``approximate_cost(...)["working_bytes"]``: everything but its index's copy of the rows,
+   which like the embeddings themselves is input, not block working memory);
+4. exact if the approximate engine would not be at least APPROXIMATE_SPEEDUP times faster;
+5. otherwise the approximate engine (IVF).
 """
 
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-# Fallback model (this project's 2-core AVX-512 development machine, docs/performance.md):
-# matrix products at ~300 GFLOP/s plus the kernel at ~500 M pairs/s.
-EXACT_FLOPS_PER_S = 300e9
-EXACT_KERNEL_PAIRS_PER_S = 500e6
-PROBE_ROWS = 6144
-# Outside this factor of the limit the fixed model decides alone: a machine 20x slower or faster
-# than the development machine is not a laptop or CI runner this tool targets.
-PROBE_WINDOW = 20.0
+# Reference machine: this project's 2-core x86-64 VM, 2 threads, idle. Fit (relative least
+# squares) to 8 end-to-end opis_cli.evaluate runs measured 2026-11-29: N = 30k-80k, D = 64-1024,
+# 1,000 classes, the default --calib-far 0.001:0.1 and the same range pinned; every run within
+# 10% of the model (docs/performance.md, "Choosing the engine"). A range where most pairs fall
+# inside (lo, hi] runs the kernel up to 3x slower: a realistic range was measured, not that.
+EXACT_FLOPS_PER_S = 168e9
+EXACT_KERNEL_PAIRS_PER_S = 276e6
+EXACT_FIXED_SECONDS = 3.2
+EXACT_ROW_SECONDS = 21e-6
+#: The approximate engine must beat the exact estimate by this factor to be chosen: its
+#: figures are estimates, worth it only for a clear saving.
+APPROXIMATE_SPEEDUP = 2.0
 
 
-@dataclass(frozen=True)
-class ExactCost:
-    """Estimated wall time of the exact engine and how it was estimated."""
-
-    seconds: float
-    passes: int
-    method: str  # "model" (fixed constants) or "probe" (timed on a sample of the data)
-    probe_pairs: int = 0
-    probe_seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"seconds": float(f"{self.seconds:.3g}"), "passes": self.passes, "method": self.method,
-                "probe_pairs": self.probe_pairs, "probe_seconds": float(f"{self.probe_seconds:.3g}")}
+def exact_passes(calib_given: bool) -> int:
+    """Passes over all pairs: one, plus one calibration pass for a FAR-derived range."""
+    return 1 if calib_given else 2
 
 
 def estimate_exact_seconds(n: int, d: int, passes: int = 2) -> float:
-    """Fixed-model wall time of the exact engine: ``passes`` x N(N-1)/2 pairs x (2D / FLOP rate +
-    1 / kernel pair rate). ``passes`` is 2 with a FAR-derived range (one calibration pass)."""
+    """Reference seconds of the exact engine: passes * N(N-1)/2 * (2D / F + 1 / K) + fixed + N * row."""
     pairs = n * (n - 1) / 2
-    return passes * pairs * (2.0 * d / EXACT_FLOPS_PER_S + 1.0 / EXACT_KERNEL_PAIRS_PER_S)
+    return (passes * pairs * (2.0 * d / EXACT_FLOPS_PER_S + 1.0 / EXACT_KERNEL_PAIRS_PER_S)
+            + EXACT_FIXED_SECONDS + n * EXACT_ROW_SECONDS)
 
 
-def panel_elements(n: int, memory_budget: int) -> int:
-    """Matrix-product elements the fused engine computes for N rows (triangle chunks included)."""
-    from .pairs import iter_panels, panel_shape
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine ``--index auto`` picked, why, and the estimates it compared."""
 
-    rows, cols = panel_shape(n, memory_budget)
-    return sum((i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in iter_panels(n, rows, cols))
+    engine: str  # "exact" or "ivf"
+    reason: str
+    exact_seconds: float
+    approximate_seconds: float | None = None
 
-
-def exact_cost(prepared, *, passes: int, far_hi: float | None, grid: np.ndarray | None, kmax: int,
-               limit_seconds: float, memory_budget: int, threads: int | None, kernel: str = "auto",
-               seed: int = 0) -> ExactCost:
-    """Estimated exact-engine time for ``prepared``: the fixed model when it is far from
-    ``limit_seconds`` (or N is small), else a timed probe on ``PROBE_ROWS`` seeded rows.
-
-    The probe counts on ``grid`` when the range is known, else on a grid up to the sample's
-    distance at pooled quantile ``far_hi`` (the kernel's cost depends on how many pairs fall in
-    range). Estimate = passes x probe time x (full panel elements / probe panel elements).
-    """
-    model = estimate_exact_seconds(prepared.n, prepared.d, passes)
-    if prepared.n < 2 * PROBE_ROWS or not (limit_seconds / PROBE_WINDOW <= model <= limit_seconds * PROBE_WINDOW):
-        return ExactCost(model, passes, "model")
-    from .pairs import exact_pass
-
-    rng = np.random.default_rng([seed, 7])
-    rows = np.sort(rng.choice(prepared.n, PROBE_ROWS, replace=False))
-    sub = _subset(prepared, rows)
-    if grid is None:
-        grid = _probe_grid(sub, far_hi)
-    # A small pass first loads (or, once per machine, compiles) the kernels outside the timing.
-    exact_pass(_subset(prepared, rows[:512]), grid, kmax=kmax, memory_budget=memory_budget, threads=threads,
-               kernel=kernel)
-    t = time.perf_counter()
-    exact_pass(sub, grid, kmax=kmax, memory_budget=memory_budget, threads=threads, kernel=kernel)
-    elapsed = time.perf_counter() - t
-    scale = panel_elements(prepared.n, memory_budget) / panel_elements(sub.n, memory_budget)
-    return ExactCost(passes * elapsed * scale, passes, "probe", probe_pairs=sub.n * (sub.n - 1) // 2,
-                     probe_seconds=elapsed)
+    def to_dict(self) -> dict:
+        """``engine`` section entries of the report (deterministic: rounded estimates)."""
+        out = {"choice": "auto", "reason": self.reason,
+               "exact_minutes_estimate": float(f"{self.exact_seconds / 60:.3g}")}
+        if self.approximate_seconds is not None:
+            out["approximate_minutes_estimate"] = float(f"{self.approximate_seconds / 60:.3g}")
+        return out
 
 
-def _subset(prepared, rows: np.ndarray):
-    """The prepared rows ``rows`` as a prepared set of their own (already normalised rows are
-    normalised again, a no-op up to rounding; raw l2 rows keep their norms)."""
-    from .prepare import prepare_embeddings
-
-    return prepare_embeddings(prepared.x[rows], prepared.codes[rows], prepared.n_classes, metric=prepared.metric,
-                              normalize=prepared.sq_norms is None)
+def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    minutes = seconds / 60
+    return f"{minutes:.2g} min" if minutes < 10 else f"{minutes:,.0f} min"
 
 
-def _probe_grid(sub, far_hi: float | None) -> np.ndarray:
-    """101 thresholds up to the sample's distance at pooled quantile ``far_hi`` (all pairs of a
-    512-row slice, the labels ignored: negatives are nearly all pairs)."""
-    from .distance import gram_to_distance
+def choose_engine(n: int, d: int, class_sizes: np.ndarray, *, kmax: int, calib_given: bool, far_at_hi: float,
+                  max_exact_seconds: float, memory_budget: int, approx) -> EngineChoice:
+    """``--index auto``: the rule of the module docstring. ``approx``: the ApproxOptions the
+    approximate engine would run with; ``far_at_hi``: the pooled FAR at the top of the range
+    (the FAR bound, or an estimate for a pinned range)."""
+    exact = estimate_exact_seconds(n, d, exact_passes(calib_given))
+    limit = f"--max-exact-minutes {max_exact_seconds / 60:g}"
+    if exact <= max_exact_seconds:
+        return EngineChoice("exact", f"estimated {_minutes(exact)} on the reference machine, within {limit}", exact)
+    from .approximate import approximate_cost, coverage_problem
 
-    g = np.ascontiguousarray(sub.x[:512] @ sub.x[512:].T)
-    if sub.sq_norms is not None:
-        gram_to_distance(g, sub.metric, sub.sq_norms[:512], sub.sq_norms[512:])
-    else:
-        gram_to_distance(g, sub.metric)
-    hi = float(np.quantile(g, min(max(far_hi or 0.1, 1e-6), 1.0)))
-    return np.linspace(0.0, max(hi, 1e-6), 101)
+    over = f"estimated {_minutes(exact)} on the reference machine, over {limit}, yet"
+    problem = coverage_problem(np.asarray(class_sizes), n, d, approx)
+    if problem is not None:
+        return EngineChoice("exact", f"{over} the approximate engine's intervals are not known to hold here: "
+                                     f"{problem}", exact)
+    cost = approximate_cost(n, d, np.asarray(class_sizes), kmax, approx, far_at_hi, memory_budget)
+    approximate = float(cost["seconds"])
+    if cost["working_bytes"] > memory_budget:
+        need = cost["working_bytes"] / 2**30
+        return EngineChoice("exact", f"{over} the approximate engine would need {need:.1f} GiB of working memory, "
+                                     f"more than --memory-budget {memory_budget / 2**30:.1f} GiB (with --memory-budget "
+                                     f"{math.ceil(need)}G it would take about {_minutes(approximate)})",
+                            exact, approximate)
+    if approximate * APPROXIMATE_SPEEDUP > exact:
+        return EngineChoice("exact", f"{over} the approximate engine would not be clearly faster "
+                                     f"({_minutes(approximate)})", exact, approximate)
+    return EngineChoice("ivf", f"exact estimated {_minutes(exact)} on the reference machine, over {limit}; "
+                               f"approximate (IVF) {_minutes(approximate)}", exact, approximate)

@@ -6,15 +6,21 @@ A gate compares a current report with limits and, optionally, a baseline report:
 * relative: current - baseline <= the allowed increase of OPIS / eps-OPIS, baseline - current <=
   the allowed drop of Recall@k, each absolute (0.002) or relative to the baseline ("5%").
 
-With ``significance`` (e.g. 0.95) a check fails only when it is broken by more than the
-uncertainty: value - limit > z * se, z the one-sided normal quantile, se the class-bootstrap
-standard error of the current report (absolute checks) or sqrt(se_baseline^2 + se_current^2)
-(relative checks). Both reports then need a bootstrap section (``opis evaluate --bootstrap``).
+Reports must be comparable (opis_cli.comparability): the same evaluation set, the same settings,
+and the same FAR bounds (different models, matched operating points) or the same pinned range.
+Every report read is checked first (opis_cli.report_checks): a figure outside its domain is
+refused, never compared.
 
-Reports are comparable when every setting that changes a figure's meaning agrees: metric,
-normalisation, calibration range, thresholds, beta, epsilon, eps contrast, the class set and the
-evaluation set (``input.labels_sha256``: label values and counts, so two models evaluated on the
-same labelled items compare, and a report from another dataset is refused).
+With ``significance`` (e.g. 0.95) a check fails only when it is broken by more than the
+uncertainty: excess > z * se, z the one-sided normal quantile. For a relative check on the same
+evaluation set, se is the standard error of the *difference* from a paired class bootstrap
+(the same resampled classes in both runs, from their per-class curves: "paired"); otherwise
+sqrt(se_baseline^2 + se_current^2) from the reports' own bootstrap sections ("unpaired").
+Absolute checks use the current report's bootstrap se.
+
+An approximate figure (``--index ivf|hnsw``) is an estimate with a 95% interval; it is judged at
+the unfavourable end of that interval (the upper end for OPIS, the lower for Recall@k), and a
+comparison involving an approximate report needs ``allow_approximate``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from .comparability import calibration_text, compare_reports
+from .compare import bootstrap_se, paired_deltas
 from .errors import ConfigError, InputError
 
 
@@ -67,7 +75,7 @@ def parse_recall_limit(text: str, option: str = "--min-recall-at-k") -> tuple[in
 
 @dataclass
 class GateOptions:
-    """Every limit a gate can check (None: not checked)."""
+    """Every limit a gate can check (None: not checked) and how strictly it compares."""
 
     max_opis: float | None = None
     max_eps_opis: float | None = None
@@ -77,11 +85,14 @@ class GateOptions:
     max_recall_drop: Limit | None = None
     significance: float | None = None
     on_mismatch: str = "refuse"  # or "warn"
+    strict: bool = False  # operating points that differ at a pinned range: refuse instead of warn
+    allow_approximate: bool = False
 
     def __post_init__(self) -> None:
         if self.on_mismatch not in ("refuse", "warn"):
             raise ConfigError(f"--on-mismatch must be refuse or warn, got {self.on_mismatch!r}")
-        if self.significance is not None and not 0.5 <= self.significance < 1.0:
+        if self.significance is not None and not (math.isfinite(self.significance)
+                                                  and 0.5 <= self.significance < 1.0):
             raise ConfigError(f"--significance must lie in [0.5, 1), got {self.significance:g}")
         for name in ("max_opis", "max_eps_opis"):
             v = getattr(self, name)
@@ -93,13 +104,18 @@ class GateOptions:
         return any(x is not None for x in (self.max_opis_increase, self.max_eps_opis_increase, self.max_recall_drop))
 
     @property
+    def absolute(self) -> bool:
+        return self.max_opis is not None or self.max_eps_opis is not None or bool(self.min_recall)
+
+    @property
     def any(self) -> bool:
-        return self.relative or self.max_opis is not None or self.max_eps_opis is not None or bool(self.min_recall)
+        return self.relative or self.absolute
 
 
 @dataclass
 class Check:
-    """One row of the gate's table."""
+    """One row of the gate's table. ``note`` says how the value was judged (the end of an
+    approximate figure's interval, the significance tolerance)."""
 
     metric: str
     current: float
@@ -116,6 +132,8 @@ class GateResult:
     warnings: list[str]
     current_name: str
     baseline_name: str | None
+    ranges: dict[str, str] = field(default_factory=dict)  # run name -> how its range was set
+    significance: str | None = None  # "paired", "unpaired", "bootstrap" (absolute only) or None
 
     @property
     def passed(self) -> bool:
@@ -123,22 +141,31 @@ class GateResult:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "current": self.current_name, "baseline": self.baseline_name,
+                "ranges": dict(self.ranges), "significance": self.significance,
                 "warnings": list(self.warnings), "checks": [asdict(c) for c in self.checks]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def to_markdown(self) -> str:
+        from .report import md_escape
+
         head = "passed" if self.passed else "**FAILED**"
         lines = [f"### opis gate: {head}", ""]
         if self.baseline_name:
-            lines += [f"current `{self.current_name}` against baseline `{self.baseline_name}`", ""]
+            lines += [f"current {md_escape(self.current_name)} against baseline {md_escape(self.baseline_name)}", ""]
+        if self.ranges:
+            lines += ["calibration: " + "; ".join(f"{md_escape(n)}: {r}" for n, r in self.ranges.items()), ""]
+        if self.significance:
+            lines += [f"significance: {self.significance} class bootstrap", ""]
         lines += ["| check | baseline | current | delta | limit | result |", "|---|---:|---:|---:|---:|---|"]
         for c in self.checks:
             result = "pass" if c.passed else "**FAIL**"
             lines.append(f"| {c.metric} | {_fmt(c.baseline)} | {_fmt(c.current)} | {_fmt(c.delta, signed=True)} | "
                          f"{c.limit} | {result}{' (' + c.note + ')' if c.note else ''} |")
-        lines += [f"> warning: {w}" for w in self.warnings]
+        if self.warnings:
+            lines.append("")
+        lines += [f"> **warning:** {md_escape(w)}" for w in self.warnings]
         return "\n".join(lines) + "\n"
 
 
@@ -148,153 +175,150 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return f"{v:+.4g}" if signed else f"{v:.4g}"
 
 
-def comparability_problems(baseline: dict, current: dict) -> list[str]:
-    """What differs between two reports in a way that changes the meaning of a figure."""
-    problems = []
-    bc, cc = baseline.get("config", {}), current.get("config", {})
-    for key in ("metric", "normalize", "beta", "epsilon", "eps_contrast"):
-        if bc.get(key) != cc.get(key):
-            problems.append(f"{key} differs: baseline {bc.get(key)!r}, current {cc.get(key)!r}")
-    bcal, ccal = baseline.get("calibration", {}), current.get("calibration", {})
-    if (bcal.get("lo"), bcal.get("hi")) != (ccal.get("lo"), ccal.get("hi")):
-        hint = " (a FAR-derived range moves with the model: pin --calib LO:HI in CI)" if "far" in (
-            bcal.get("mode"), ccal.get("mode")) else ""
-        problems.append(f"calibration range differs: baseline [{bcal.get('lo')}, {bcal.get('hi')}], "
-                        f"current [{ccal.get('lo')}, {ccal.get('hi')}]{hint}")
-    if bcal.get("thresholds") != ccal.get("thresholds"):
-        problems.append(f"thresholds differ: baseline {bcal.get('thresholds')}, current {ccal.get('thresholds')}")
-    bl = [c.get("label") for c in baseline.get("classes", [])]
-    cl = [c.get("label") for c in current.get("classes", [])]
-    if bl != cl:
-        only_b, only_c = set(map(str, bl)) - set(map(str, cl)), set(map(str, cl)) - set(map(str, bl))
-        problems.append(f"class sets differ: {len(only_b)} only in the baseline, {len(only_c)} only in the "
-                        f"current report ({len(bl)} vs {len(cl)} classes)")
-    else:
-        hb = baseline.get("input", {}).get("labels_sha256")
-        hc = current.get("input", {}).get("labels_sha256")
-        if hb and hc and hb != hc:  # same classes, other members: another evaluation set
-            sizes_b = {str(c.get("label")): c.get("size") for c in baseline.get("classes", [])}
-            changed = [label for label, size in ((str(c.get("label")), c.get("size"))
-                                                 for c in current.get("classes", [])) if sizes_b.get(label) != size]
-            nb, nc = baseline.get("input", {}).get("n"), current.get("input", {}).get("n")
-            problems.append(f"evaluation sets differ (labels hash): {nb} vs {nc} items, {len(changed)} class "
-                            f"size(s) differ{' (e.g. ' + ', '.join(changed[:3]) + ')' if changed else ''}")
-    return problems
-
-
-def _se(report: dict, metric: str, k: str | None = None) -> float | None:
-    boot = report.get("bootstrap")
-    if not boot:
-        return None
-    entry = boot.get("recall_at_k", {}).get(k) if k is not None else boot.get(metric)
-    return None if entry is None else float(entry["se"])
-
-
-def run_gate(current: dict, baseline: dict | None, options: GateOptions, *, current_name: str = "current",
-             baseline_name: str | None = None) -> GateResult:
-    """Evaluate every configured check of ``current`` (and against ``baseline``)."""
-    if not options.any:
-        raise ConfigError("no checks given: pass --max-opis, --max-eps-opis, --min-recall-at-k, or a --baseline "
-                          "with --max-opis-increase, --max-eps-opis-increase or --max-recall-drop")
-    if options.relative and baseline is None:
-        raise ConfigError("--max-opis-increase, --max-eps-opis-increase and --max-recall-drop need --baseline")
-    warnings: list[str] = []
-    if baseline is not None:
-        problems = comparability_problems(baseline, current)
-        if problems and options.on_mismatch == "refuse":
-            raise InputError("reports are not comparable: " + "; ".join(problems)
-                             + " (--on-mismatch warn to gate anyway)")
-        warnings += problems
-    z = None
-    if options.significance is not None:
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(options.significance)
-        for name, rep in (("current", current), ("baseline", baseline)):
-            if rep is not None and not rep.get("bootstrap"):
-                raise InputError(f"--significance needs class-bootstrap errors in the {name} report "
-                                 "(evaluate it with --bootstrap 1000)")
-
-    cm, bm = current["metrics"], (baseline or {}).get("metrics", {})
-    checks: list[Check] = []
-
-    def decide(excess: float, se: float | None) -> tuple[bool, str]:
-        # excess > 0 means the limit is broken; with --significance only beyond z standard errors.
-        if z is None:
-            return excess <= 0, ""
-        margin = z * (se or 0.0)
-        return excess <= margin, f"tolerance {margin:.3g} at {options.significance:g}"
-
-    for key, label, limit in (("opis", "OPIS", options.max_opis), ("eps_opis", "eps-OPIS", options.max_eps_opis)):
-        if limit is not None:
-            ok, note = decide(cm[key] - limit, _se(current, key))
-            checks.append(Check(f"{label} <= max", cm[key], bm.get(key), None, f"{limit:g}", ok, note))
-    for k, limit in sorted(options.min_recall.items()):
-        value = cm.get("recall_at_k", {}).get(str(k))
-        if value is None:
-            raise InputError(f"the current report has no Recall@{k} (evaluate with --k {k})")
-        ok, note = decide(limit - value, _se(current, "recall", str(k)))
-        checks.append(Check(f"Recall@{k} >= min", value, bm.get("recall_at_k", {}).get(str(k)), None,
-                            f"{limit:g}", ok, note))
-    if baseline is not None:
-        for key, label, limit in (("opis", "OPIS", options.max_opis_increase),
-                                  ("eps_opis", "eps-OPIS", options.max_eps_opis_increase)):
-            if limit is None:
-                continue
-            delta = cm[key] - bm[key]
-            ok, note = decide(delta - limit.allowed(bm[key]), _combined_se(baseline, current, key))
-            checks.append(Check(f"{label} increase", cm[key], bm[key], delta, f"+{limit}", ok, note))
-        if options.max_recall_drop is not None:
-            ks = sorted(set(cm.get("recall_at_k", {})) & set(bm.get("recall_at_k", {})), key=int)
-            if not ks:
-                raise InputError("the reports share no Recall@k to compare")
-            for k in ks:
-                cur, base = cm["recall_at_k"][k], bm["recall_at_k"][k]
-                drop = base - cur
-                ok, note = decide(drop - options.max_recall_drop.allowed(base),
-                                  _combined_se(baseline, current, "recall", k))
-                checks.append(Check(f"Recall@{k} drop", cur, base, cur - base, f"-{options.max_recall_drop}",
-                                    ok, note))
-    return GateResult(checks=checks, warnings=warnings, current_name=current_name, baseline_name=baseline_name)
+def _figure(report: dict, name: str, k: str | None = None) -> tuple[float, tuple[float, float] | None]:
+    """A headline figure and, in an approximate report, its 95% interval (None when exact)."""
+    value = report["metrics"]["recall_at_k"][k] if k is not None else report["metrics"][name]
+    if report.get("engine", {}).get("name") != "approximate":
+        return value, None
+    errors = (report.get("approximation") or {}).get("errors", {})
+    entry = errors.get("recall_at_k", {}).get(k) if k is not None else errors.get(name)
+    if not entry or "interval" not in entry:
+        label = f"Recall@{k}" if k is not None else name
+        raise InputError(f"the approximate report gives no interval for {label}: re-evaluate it with this opis-cli "
+                         "or with --index exact")
+    lo, hi = entry["interval"]
+    return value, (lo, hi)
 
 
 def _combined_se(baseline: dict, current: dict, metric: str, k: str | None = None) -> float | None:
-    a, b = _se(baseline, metric, k), _se(current, metric, k)
+    a, b = bootstrap_se(baseline, metric, k), bootstrap_se(current, metric, k)
     if a is None or b is None:
         return None
     return math.sqrt(a * a + b * b)
 
 
-def compare_table(reports: list[tuple[str, dict]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a side-by-side table of several reports (no pass/fail)."""
-    header = ["", *[name for name, _ in reports]]
-    ks = sorted({k for _, r in reports for k in r["metrics"].get("recall_at_k", {})}, key=int)
+def _as_run(run, name: str):
+    from .runs import SavedRun
 
-    def cell(r: dict, value: float | None, boot_key: str | None = None, k: str | None = None) -> str:
-        if value is None:
-            return "-"
-        text = f"{value:.4g}"
-        boot = r.get("bootstrap") or {}
-        entry = (boot.get("recall_at_k", {}).get(k) if k else boot.get(boot_key)) if boot_key else None
-        if entry:
-            text += f" [{entry['interval'][0]:.4g}, {entry['interval'][1]:.4g}]"
-        return text
-
-    rows = [
-        ["OPIS", *[cell(r, r["metrics"]["opis"], "opis") for _, r in reports]],
-        ["eps-OPIS", *[cell(r, r["metrics"]["eps_opis"], "eps_opis") for _, r in reports]],
-        *[[f"Recall@{k}", *[cell(r, r["metrics"].get("recall_at_k", {}).get(k), "recall", k) for _, r in reports]]
-          for k in ks],
-        ["calibration range", *[f"[{r['calibration']['lo']:.4g}, {r['calibration']['hi']:.4g}]" for _, r in reports]],
-        ["embeddings", *[f"{r['input']['n']:,} x {r['input']['d']}" for _, r in reports]],
-        ["classes used", *[f"{r['input']['classes_used']:,}" for _, r in reports]],
-        ["engine", *[r.get("engine", {}).get("name", "-") for _, r in reports]],
-    ]
-    return header, rows
+    return run if isinstance(run, SavedRun) or run is None else SavedRun(name=name, report=run)
 
 
-def compare_markdown(reports: list[tuple[str, dict]]) -> str:
-    header, rows = compare_table(reports)
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def _comparison_warnings(base, cur, options: GateOptions, names: tuple[str, str]):
+    """Refuse what must not be compared; return the warnings and whether a paired test applies."""
+    comp = compare_reports(base.report, cur.report, names=(f"baseline {names[0]}", f"current {names[1]}"),
+                           allow_approximate=options.allow_approximate)
+    if comp.refusals:
+        raise InputError("reports are not comparable: " + "; ".join(comp.refusals))
+    if comp.mismatches and options.on_mismatch == "refuse":
+        raise InputError("reports are not comparable: " + "; ".join(comp.mismatches)
+                         + " (--on-mismatch warn to gate anyway)")
+    if comp.warnings and options.strict:
+        raise InputError("; ".join(comp.warnings) + " (refused under --strict)")
+    return comp.mismatches + comp.warnings, comp.same_evaluation_set
+
+
+def run_gate(current, baseline, options: GateOptions, *, current_name: str | None = None,
+             baseline_name: str | None = None) -> GateResult:
+    """Evaluate every configured check of ``current`` (and against ``baseline``).
+
+    ``current`` and ``baseline`` are :class:`~opis_cli.runs.SavedRun` (a run directory read
+    back: report and per-class curves) or bare report dicts (then no paired test is possible).
+    Raises InputError when the reports must not be compared (module docstring).
+    """
+    cur, base = _as_run(current, current_name or "current"), _as_run(baseline, baseline_name or "baseline")
+    current_name, baseline_name = current_name or cur.name, baseline_name or (base.name if base else None)
+    if not options.any:
+        raise ConfigError("no checks given: pass --max-opis, --max-eps-opis, --min-recall-at-k, or a --baseline "
+                          "with --max-opis-increase, --max-eps-opis-increase or --max-recall-drop")
+    if options.relative and base is None:
+        raise ConfigError("--max-opis-increase, --max-eps-opis-increase and --max-recall-drop need --baseline")
+    c_rep, b_rep = cur.report, (base.report if base else None)
+    warnings: list[str] = []
+    ranges = {current_name: calibration_text(c_rep)}
+    paired = None
+    if base is not None:
+        ranges = {baseline_name: calibration_text(b_rep), **ranges}
+        warnings, same_set = _comparison_warnings(base, cur, options, (baseline_name, current_name))
+        if options.significance is not None and options.relative and same_set:
+            paired = paired_deltas(base, cur)
+    z = None
+    if options.significance is not None:
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(options.significance)
+        needs = [("current", c_rep)] if options.absolute or (options.relative and paired is None) else []
+        needs += [("baseline", b_rep)] if options.relative and paired is None else []
+        for which, rep in needs:
+            if not rep.get("bootstrap"):
+                hint = (", or gate the run directories of two runs on the same evaluation set (paired test)"
+                        if options.relative and paired is None else "")
+                raise InputError(f"--significance needs class-bootstrap errors in the {which} report (evaluate it "
+                                 f"with --bootstrap 1000){hint}")
+
+    def decide(excess: float, se: float | None, how: str, approx_note: str) -> tuple[bool, str]:
+        # excess > 0 means the limit is broken; with --significance only beyond z standard errors.
+        notes = [approx_note] if approx_note else []
+        if z is None:
+            return excess <= 0, "; ".join(notes)
+        margin = z * (se or 0.0)
+        notes.append(f"{how} tolerance {margin:.3g} at {options.significance:g}")
+        return excess <= margin, "; ".join(notes)
+
+    checks: list[Check] = []
+    b_metrics = (b_rep or {}).get("metrics", {})
+    for key, label, limit in (("opis", "OPIS", options.max_opis), ("eps_opis", "eps-OPIS", options.max_eps_opis)):
+        if limit is not None:
+            value, interval = _figure(c_rep, key)
+            judged = interval[1] if interval else value
+            ok, note = decide(judged - limit, bootstrap_se(c_rep, key), "bootstrap",
+                              f"approximate: judged at {judged:.4g}, the top of its interval" if interval else "")
+            checks.append(Check(f"{label} <= max", value, b_metrics.get(key), None, f"{limit:g}", ok, note))
+    for k, limit in sorted(options.min_recall.items()):
+        if str(k) not in c_rep["metrics"].get("recall_at_k", {}):
+            raise InputError(f"the current report has no Recall@{k} (evaluate with --k {k})")
+        value, interval = _figure(c_rep, "recall", str(k))
+        judged = interval[0] if interval else value
+        ok, note = decide(limit - judged, bootstrap_se(c_rep, "recall", str(k)), "bootstrap",
+                          f"approximate: judged at {judged:.4g}, the bottom of its interval" if interval else "")
+        checks.append(Check(f"Recall@{k} >= min", value, b_metrics.get("recall_at_k", {}).get(str(k)), None,
+                            f"{limit:g}", ok, note))
+    if base is not None:
+        checks += _relative_checks(c_rep, b_rep, options, paired, decide)
+    significance = None
+    if z is not None:
+        significance = "paired" if paired is not None else ("unpaired" if options.relative else "bootstrap")
+    return GateResult(checks=checks, warnings=warnings, current_name=current_name, baseline_name=baseline_name,
+                      ranges=ranges, significance=significance)
+
+
+def _relative_checks(c_rep: dict, b_rep: dict, options: GateOptions, paired: dict | None, decide) -> list[Check]:
+    checks = []
+    for key, label, limit in (("opis", "OPIS", options.max_opis_increase),
+                              ("eps_opis", "eps-OPIS", options.max_eps_opis_increase)):
+        if limit is None:
+            continue
+        (cv, ci), (bv, bi) = _figure(c_rep, key), _figure(b_rep, key)
+        # An approximate figure is judged at its interval's unfavourable end: the current's top
+        # against the baseline's bottom.
+        judged = (ci[1] if ci else cv) - (bi[0] if bi else bv)
+        se = paired[key]["se"] if paired is not None else _combined_se(b_rep, c_rep, key)
+        ok, note = decide(judged - limit.allowed(bv), se, "paired" if paired is not None else "unpaired",
+                          f"approximate: judged at {judged:+.4g}" if ci or bi else "")
+        checks.append(Check(f"{label} increase", cv, bv, cv - bv, f"+{limit}", ok, note))
+    if options.max_recall_drop is None:
+        return checks
+    ks = sorted(set(c_rep["metrics"].get("recall_at_k", {})) & set(b_rep["metrics"].get("recall_at_k", {})), key=int)
+    if not ks:
+        raise InputError("the reports share no Recall@k to compare")
+    for k in ks:
+        (cv, ci), (bv, bi) = _figure(c_rep, "recall", k), _figure(b_rep, "recall", k)
+        judged_drop = (bi[1] if bi else bv) - (ci[0] if ci else cv)
+        entry = (paired or {}).get("recall_at_k", {}).get(k)
+        se = entry["se"] if entry else _combined_se(b_rep, c_rep, "recall", k)
+        if paired is not None and se is None:
+            raise InputError(f"--significance: a report has neither per-class Recall@{k} hits (schema 1) nor a "
+                             "bootstrap section: re-evaluate it with this opis-cli")
+        ok, note = decide(judged_drop - options.max_recall_drop.allowed(bv), se, "paired" if entry else "unpaired",
+                          f"approximate: judged at a drop of {judged_drop:.4g}" if ci or bi else "")
+        checks.append(Check(f"Recall@{k} drop", cv, bv, cv - bv, f"-{options.max_recall_drop}", ok, note))
+    return checks

@@ -214,6 +214,8 @@ def evaluate_dataset(
         raise ConfigError(f"--k {kmax} is larger than the database (N - 1 = {n - 1} items per query)")
     if engine not in ENGINES:
         raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
+    if not max_exact_seconds >= 0:  # also catches NaN, which would silently force the approximate engine
+        raise ConfigError(f"--max-exact-minutes must be a non-negative number, got {max_exact_seconds / 60:g}")
     prepared = prepare_embeddings(
         dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
         metric=config.metric, normalize=config.normalize,
@@ -231,25 +233,25 @@ def evaluate_dataset(
             "counted in input.duplicate_rows")
     digest = dataset.content_hash()
     timings["prepare"] = time.perf_counter() - t0
-    cost = None
+    choice = {"choice": "given"}
     if engine == "auto" and client is not None:
         engine = "exact"  # a cluster is there to make exact affordable
-    if engine == "auto":
-        from .cost import exact_cost
+        choice = {"choice": "auto", "reason": "a Dask cluster was given"}
+    elif engine == "auto":
+        from .approximate import ApproxOptions
+        from .cost import choose_engine
 
-        t_probe = time.perf_counter()
-        cost = exact_cost(
-            prepared, passes=1 if config.calib is not None else 2, far_hi=config.calib_far[1],
-            grid=None if config.calib is None else CalibrationRange(*config.calib, mode="distance").grid(
-                config.thresholds), kmax=kmax, limit_seconds=max_exact_seconds, memory_budget=memory_budget,
-            threads=threads, kernel=kernel, seed=approx.seed if approx is not None else 0,
-        )
-        timings["engine_choice"] = time.perf_counter() - t_probe
-        engine = "exact" if cost.seconds <= max_exact_seconds else "ivf"
-        if engine != "exact":
-            how = ("timed on a sample of this data" if cost.method == "probe" else "from a fixed cost model")
-            say(f"exact evaluation would take about {cost.seconds / 60:.0f} min ({how}); using the approximate "
-                f"engine (--index ivf, with error bars). Pass --index exact to force exact figures.")
+        picked = choose_engine(
+            n, d, sizes, kmax=kmax, calib_given=config.calib is not None, far_at_hi=config.calib_far[1],
+            max_exact_seconds=max_exact_seconds, memory_budget=memory_budget,
+            approx=approx or ApproxOptions(index="ivf"))
+        engine, choice = picked.engine, picked.to_dict()
+        if engine != "exact" and (dataset.groups is not None or tar_at_far):
+            which = "--group-col" if dataset.groups is not None else "--tar-at-far"
+            engine, choice = "exact", {**choice, "reason": f"{which} needs the exact engine ({picked.reason})"}
+        elif engine != "exact":
+            say(f"using the approximate engine: {picked.reason}. Its figures are estimates with 95% intervals; "
+                "pass --index exact to force exact figures.")
     if engine != "exact" and tar_at_far:
         raise ConfigError("--tar-at-far needs the exact engine (--index exact)")
     if engine != "exact" and dataset.groups is not None:
@@ -257,7 +259,8 @@ def evaluate_dataset(
                           "classes only")
     if engine != "exact":
         return _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads,
-                                     progress, timings, t0, duplicates, cost)
+                                     progress, timings, t0, duplicates, choice=choice, notify=notify,
+                                     memory_budget=memory_budget)
 
     passes = 1
     fine = None
@@ -347,13 +350,12 @@ def evaluate_dataset(
         recall_at_k=recall,
         pooled=hist.pooled(),
         tar_at_far=tar_section,
-        engine={"name": "exact", "passes": passes, **({"executor": "dask"} if client is not None else {})},
+        engine={"name": "exact", "passes": passes, **choice, **({"executor": "dask"} if client is not None else {})},
         distributions=distributions,
         class_recall=class_recall,
         groups=groups,
         timings={"kernel": result.kernel, "threads": result.threads, "tile": result.tile, "pairs": result.pairs,
-                 **{k: round(v, 4) for k, v in timings.items()},
-                 **({"exact_estimate": cost.to_dict()} if cost else {})},
+                 **{k: round(v, 4) for k, v in timings.items()}},
     )
 
 
@@ -426,7 +428,8 @@ def _figures(hist, sizes, config: EvalConfig):
 
 
 def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine, approx, threads, progress,
-                          timings, t0, duplicates, cost=None) -> Report:
+                          timings, t0, duplicates, choice=None, notify=None,
+                          memory_budget=DEFAULT_MEMORY_BUDGET) -> Report:
     import dataclasses
 
     from .approximate import ApproxOptions, approximate_pass
@@ -460,40 +463,16 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
                                   progress=progress)
     _require_pairs_in_range(result.histograms, calibration)
     curves, o, e = _figures(result.histograms, sizes, config)
-    query_mask = (sizes >= 2)[prepared.codes]
-    recall = recall_at_k(result.neighbours, query_mask, config.k)
-    class_recall = _class_recall(result.neighbours, prepared, query_mask, curves.classes, config.k)
-    errors = {}
-    if result.replicates:
-        from scipy.stats import t as student_t
+    from .approximate import coverage_problem
+    from .approximate_errors import approximate_figures
 
-        reps = [_figures(h, sizes, config) for h in result.replicates]
-        g = len(reps)
-        # The jackknife se has g - 1 degrees of freedom: a 95% interval needs Student's t, not 2.
-        q = float(student_t.ppf(0.975, g - 1))
-        for name, value, vals in (("opis", o.value, [r[1].value for r in reps]),
-                                  ("eps_opis", e.value, [r[2].value for r in reps])):
-            vals = np.asarray(vals)
-            se = float(np.sqrt((g - 1) / g * ((vals - vals.mean()) ** 2).sum()))
-            errors[name] = {"se": se, "interval": [max(0.0, value - q * se), value + q * se],
-                            "method": f"jackknife over {g} partner groups, 95% t interval (+-{q:.3f} se)"}
-    elif result.recall_scaled is not None:
-        _, o2, e2 = _figures(result.recall_scaled, sizes, config)
-        for name, value, other in (("opis", o.value, o2.value), ("eps_opis", e.value, e2.value)):
-            errors[name] = {"se": None, "interval": [min(value, other), max(value, other)],
-                            "method": "in-range counts vs counts divided by the lower 95% bound of the "
-                                      "measured range-search recall"}
-    checks = result.info.get("checks") or {}
-    if checks.get("recall_at_k_queries"):
-        from .approximate import wilson_interval
-
-        nq = checks["recall_at_k_queries"]
-        errors["recall_at_k"] = {
-            str(k): {"exact_on_sample": checks["recall_at_k_hits"][str(k)] / nq, "queries": nq,
-                     "interval": list(wilson_interval(checks["recall_at_k_hits"][str(k)], nq)),
-                     "method": f"exact search for {nq} seeded check queries, 95% Wilson interval; the "
-                               "index's figure over all items leans high when the k-NN recall is below 1"}
-            for k in config.k}
+    # Every headline figure is an estimate with its interval (approximate_errors.py); the index's own
+    # Recall@k stays a diagnostic.
+    figures = approximate_figures(result, curves, o, e, config, prepared, opts, threads)
+    problem = coverage_problem(sizes, n, prepared.d, opts)
+    warnings = ([problem] if problem is not None else []) + figures["warnings"]
+    for message in warnings if notify is not None else ():
+        notify(message)
     info = result.info
     approximation = {
         "method": "approximate",
@@ -505,22 +484,22 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
         **({"samples_per_anchor": info["samples_per_anchor"], "sample_groups": info["sample_groups"]}
            if "samples_per_anchor" in info else {}),
         "expected_in_range_per_query": info["expected_in_range_per_query"],
-        "checks": info.get("checks"),
-        "errors": errors,
+        "checks": {**(info.get("checks") or {}), "index_recall_at_k": figures["index_recall_at_k"]},
+        "errors": figures["errors"],
+        "warnings": warnings,
     }
     timings.update({f"approx_{k}": v for k, v in info["timings"].items()})
     timings["total"] = time.perf_counter() - t0
     return Report(
         config=config, calibration=calibration, input=_input_section(dataset, used, digest, duplicates),
-        labels=[dataset.labels.values[int(c)] for c in curves.classes], curves=curves, opis=o.value,
-        eps_opis=e.value, opis_contributions=o.contributions, mean_utility=e.mean_utility,
-        mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast, recall_at_k=recall,
-        pooled=result.histograms.pooled(), engine={"name": "approximate", "index": engine},
-        timings={**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
-                 **({"exact_estimate": cost.to_dict()} if cost else {})},
+        labels=[dataset.labels.values[int(c)] for c in curves.classes], curves=curves, opis=figures["opis"],
+        eps_opis=figures["eps_opis"], opis_contributions=figures["contributions"], mean_utility=e.mean_utility,
+        mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast, recall_at_k=figures["recall_at_k"],
+        pooled=result.histograms.pooled(), engine={"name": "approximate", "index": engine, **(choice or {})},
+        timings={k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
         approximation=approximation,
-        distributions=_distributions(prepared, dataset, curves, e, DEFAULT_MEMORY_BUDGET, threads),
-        class_recall=class_recall,
+        distributions=_distributions(prepared, dataset, curves, e, memory_budget, threads),
+        class_recall=figures["class_recall"],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 from .report import Report
@@ -75,8 +76,11 @@ def gate_table(result) -> Table:
     """The checks of a gate (opis_cli.gate.GateResult) as a rich table."""
     title = "opis gate: " + ("[bold green]passed[/]" if result.passed else "[bold red]FAILED[/]")
     if result.baseline_name:
-        title += f"  ({result.current_name} vs baseline {result.baseline_name})"
-    table = Table(title=title, title_justify="left")
+        title += f"  ({escape(result.current_name)} vs baseline {escape(result.baseline_name)})"
+    caption = [f"{escape(name)}: {escape(text)}" for name, text in result.ranges.items()]
+    if result.significance:
+        caption.append(f"significance: {result.significance} class bootstrap")
+    table = Table(title=title, title_justify="left", caption="\n".join(caption) or None, caption_justify="left")
     for name, justify in (("check", "left"), ("baseline", "right"), ("current", "right"), ("delta", "right"),
                           ("limit", "right"), ("result", "left")):
         table.add_column(name, justify=justify)
@@ -84,16 +88,16 @@ def gate_table(result) -> Table:
         fmt = (lambda v, signed=False: "-" if v is None else (f"{v:+.4g}" if signed else f"{v:.4g}"))
         verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         table.add_row(c.metric, fmt(c.baseline), fmt(c.current), fmt(c.delta, True), c.limit,
-                      verdict + (f" [dim]({c.note})[/]" if c.note else ""))
+                      verdict + (f" [dim]({escape(c.note)})[/]" if c.note else ""))
     return table
 
 
 def compare_rich(header: list[str], rows: list[list[str]]) -> Table:
     table = Table(title="opis compare", title_justify="left")
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
+        table.add_column(escape(name), justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     return table
 
 

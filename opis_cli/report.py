@@ -1,6 +1,7 @@
 """The evaluation report: plain data, rendered as JSON, Markdown or text.
 
-JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI jobs::
+JSON schema (``schema_version`` 2; docs/report-format.md says what each version changed). Keys
+marked * are a stable interface for CI jobs::
 
     schema_version*      int
     tool                 {name, version*}
@@ -14,7 +15,8 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*}
                          recall_at_k is keyed by k as a string: {"1": 0.93}
     pairs                {positive, negative}
-    engine               {name: exact, passes} or {name: approximate, index}
+    engine               {name: exact, passes} or {name: approximate, index}; and choice: given
+                         or auto, with reason and exact_minutes_estimate (opis_cli/cost.py)
     approximation        (approximate engines only) {method, index, negatives, positives, options,
                           checks: {knn_recall, range_recall, ...}, errors: {opis, eps_opis:
                           {se, interval, method}, recall_at_k: {k: {exact_on_sample, queries,
@@ -31,7 +33,8 @@ JSON schema (``schema_version`` 1). Keys marked * are a stable interface for CI 
     margins              (opis margins) {lambda_plus, lambda_minus, resolution, recommended, given,
                           candidates, classes, what_if_note} -- see docs/margins.md
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
-                           opis_contribution, in_worst_eps}] in label order
+                           opis_contribution, in_worst_eps, queries, recall_hits: {k: hits}}]
+                          in label order
 
 The same data and options give byte-identical JSON: no timestamps, no timings, no run names
 (those go to run.json in the run directory).
@@ -55,7 +58,7 @@ from .pairs import PooledHistogram
 if TYPE_CHECKING:
     from .distributions import DistanceDistributions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Report:
         """One dict per used class, in label order (the report's ``classes`` list)."""
         in_worst = np.zeros(len(self.labels), bool)
         in_worst[self.worst] = True
+        queries, hits = self.class_recall if self.class_recall is not None else (None, {})
         return [
             {
                 "label": label,
@@ -116,6 +120,9 @@ class Report:
                 "mean_utility": float(self.mean_utility[i]),
                 "opis_contribution": float(self.opis_contributions[i]),
                 "in_worst_eps": bool(in_worst[i]),
+                # Per-class hits make a paired class bootstrap of two reports possible (opis gate).
+                **({"queries": int(queries[i]),
+                    "recall_hits": {str(k): int(hits[k][i]) for k in sorted(hits)}} if queries is not None else {}),
             }
             for i, label in enumerate(self.labels)
         ]
@@ -207,8 +214,13 @@ class Report:
         ]
         if self.approximation is not None:
             a = self.approximation
-            rows.insert(2, ("engine", f"approximate: {a['index']['type'] if 'index' in a else a['method']}, "
-                                      f"negatives by {a['negatives']}"))
+            engine = (f"approximate: {(a.get('index') or {}).get('type', a['method'])}, "
+                      f"negatives by {a['negatives']}")
+        else:
+            engine = "exact"
+        if self.engine.get("reason"):
+            engine += f" (auto: {self.engine['reason']})"
+        rows.insert(2, ("engine", engine))
         sampled = err.get("recall_at_k", {})
         for k, v in sorted(self.recall_at_k.items()):
             s = sampled.get(str(k))
@@ -227,7 +239,7 @@ class Report:
         lines += ["", f"**Worst classes** (lowest mean utility, {worst} shown)", "",
                   "| label | size | mean utility | OPIS contribution |", "|---|---:|---:|---:|"]
         for row in self.worst_classes(worst):
-            lines.append(f"| {_md_escape(row['label'])} | {row['size']} | {row['mean_utility']:.4f} | "
+            lines.append(f"| {md_escape(row['label'])} | {row['size']} | {row['mean_utility']:.4f} | "
                          f"{row['opis_contribution']:.3g} |")
         return "\n".join(lines) + "\n"
 
@@ -272,5 +284,10 @@ def _accepted_share(counts: np.ndarray, index: int) -> float:
     return float(accepted[index] / total)
 
 
-def _md_escape(value) -> str:
-    return str(value).replace("|", "\\|")
+def md_escape(value) -> str:
+    """A label or name as inert Markdown table text: no cell break (|, newlines), no HTML, no
+    code-span end, no @mention."""
+    text = " ".join(str(value).splitlines())
+    for a, b in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "'"), ("@", "@\u200b")):
+        text = text.replace(a, b)
+    return text

@@ -186,21 +186,26 @@ class SavedRun:
     labels: list | None = None  # (C,)
     distributions: "DistanceDistributions | None" = None
 
+    @classmethod
+    def from_report(cls, report, name: str) -> "SavedRun":
+        """An evaluation still in memory (a :class:`~opis_cli.report.Report`) as a saved run."""
+        return cls(name=name, report=report.to_dict(), grid=report.curves.grid, utility=report.curves.utility,
+                   mean_curve=report.mean_curve, labels=list(report.labels), distributions=report.distributions)
+
 
 def load_report_json(path: Path) -> dict:
-    """A report.json as a dict, after checking that it is one this version can read."""
-    from .report import SCHEMA_VERSION
+    """A report.json as a dict, after checking that it is one this version can read and that
+    every figure a verdict reads lies in its domain (opis_cli.report_checks)."""
+    from .report_checks import check_report
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InputError(f"{path} is not an opis report (JSON nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError covers JSONDecodeError and integers beyond Python's digit limit.
         raise InputError(f"{path} is not an opis report (cannot read it as JSON: {exc})") from None
-    if not isinstance(data, dict) or "schema_version" not in data or "metrics" not in data:
-        raise InputError(f"{path} is not an opis report (no schema_version/metrics)")
-    if not isinstance(data["schema_version"], int) or data["schema_version"] > SCHEMA_VERSION:
-        raise InputError(f"{path} has report schema version {data['schema_version']!r}; this opis-cli "
-                         f"reads up to {SCHEMA_VERSION} (upgrade opis-cli)")
-    return data
+    return check_report(data, str(path))
 
 
 def load_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLike = DEFAULT_OUT_DIR) -> SavedRun:

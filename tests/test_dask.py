@@ -102,7 +102,8 @@ def test_cli_engine_dask_with_a_local_cluster(tmp_path):
     args = ("evaluate", SAMPLE / "model_a.parquet", "--calib", "0.6:0.85", "--json", "-", "--no-save", "-q")
     local = json.loads(run(*args, check_code=0).stdout)
     remote = json.loads(run(*args, "--engine", "dask", "--workers", "2", check_code=0).stdout)
-    assert remote.pop("engine") == {"name": "exact", "passes": 1, "executor": "dask"}
+    assert remote.pop("engine") == {"name": "exact", "passes": 1, "executor": "dask", "choice": "auto",
+                                    "reason": "a Dask cluster was given"}
     local.pop("engine")
     assert remote == local
 
