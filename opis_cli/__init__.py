@@ -6,6 +6,7 @@ Library entry points (everything the CLI does)::
     report = opis_cli.evaluate(embeddings, labels, calib=(0.2, 0.6))
     report = opis_cli.evaluate_file("embeddings.parquet")
     report.opis, report.eps_opis, report.recall_at_k[1], report.to_json()
+    advice = opis_cli.recommend_margins(embeddings, labels)   # TCM margins, typed (MarginAdvice)
 
 Heavy modules are imported on first use, so ``import opis_cli`` (and ``opis --help``) stay fast.
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["evaluate", "evaluate_file", "evaluate_dataset", "load_dataset", "save_run", "EvalConfig",
-           "Report", "OpisError", "__version__"]
+__all__ = ["evaluate", "evaluate_file", "evaluate_dataset", "recommend_margins", "MarginAdvice", "load_dataset",
+           "save_run", "EvalConfig", "Report", "OpisError", "__version__"]
 
 _LAZY = {
     "evaluate": "pipeline",
     "evaluate_file": "pipeline",
     "evaluate_dataset": "pipeline",
+    "recommend_margins": "margin_advice",
+    "MarginAdvice": "margin_advice",
     "load_dataset": "io",
     "save_run": "runs",
     "EvalConfig": "config",

@@ -225,7 +225,8 @@ def evaluate(
              "group's pairs are those with an end in it.", rich_help_panel="Input")] = None,
     calib: Annotated[Optional[str], typer.Option(
         metavar="LO:HI", rich_help_panel="Calibration",
-        help="Calibration range in distance units. Pin it in CI: a FAR-derived range moves with the model.")] = None,
+        help="Calibration range in distance units: for one model on new data (the deployed threshold fixed in "
+             "distance). Compare different models with the same --calib-far instead (docs/ci.md).")] = None,
     calib_far: Annotated[Optional[str], typer.Option(
         metavar="LO:HI", rich_help_panel="Calibration",
         help="Derive the range from pooled FAR bounds (default 0.001:0.1; costs one extra pass over all pairs).")] = None,
@@ -581,6 +582,7 @@ def gate(
         "Examples:\n\n"
         "  opis compare .opis/runs/released .opis/runs/candidate      (both with the same --calib-far)\n\n"
         "  opis compare runs/*/ --format markdown >> $GITHUB_STEP_SUMMARY\n\n"
+        "  opis compare runs/*-s*/ --group-by '^(.+)-s\\d+$'     (arms x seeds: mean +- sd, paired changes)\n\n"
         "The first run is the reference: every other run's change is shown with a 95% interval (paired when "
         "both are run directories on the same evaluation set)."
     ),
@@ -590,16 +592,36 @@ def compare(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="table, markdown or json.")] = OutputFormat.table,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Refuse (exit 2) instead of warning when runs are not comparable like with like.")] = False,
+    group_by: Annotated[Optional[str], typer.Option(
+        metavar="REGEX", help="Group runs by name: the regex's first capture group is the group (arm), the rest of "
+                              "the name pairs runs across groups (seed). Shows mean +- sd per group and each "
+                              "group's change against the first.", rich_help_panel="Groups")] = None,
+    group_field: Annotated[Optional[str], typer.Option(
+        metavar="PATH", help="Group runs by a report field instead (dotted, e.g. config.beta).",
+        rich_help_panel="Groups")] = None,
+    pair_by: Annotated[Optional[str], typer.Option(
+        metavar="REGEX", help="With --group-field: the regex's first capture group pairs runs across groups.",
+        rich_help_panel="Groups")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where runs are saved.")] = Path(".opis"),
 ) -> None:
-    """Show runs side by side with each run's change against the first (no pass/fail)."""
+    """Show runs side by side with each run's change against the first (no pass/fail), or grouped into arms."""
     try:
         from .compare import compare_runs
         from .runs import load_run
 
         if len(runs) < 2:
             raise OpisError("compare needs two or more runs")
-        result = compare_runs([load_run(r, out_dir) for r in runs], strict=strict)
+        loaded = [load_run(r, out_dir) for r in runs]
+        if group_by is not None or group_field is not None or pair_by is not None:
+            from .compare_groups import group_runs
+
+            if pair_by is not None and group_field is None:
+                raise OpisError("--pair-by goes with --group-field (--group-by pairs by the rest of the name)")
+            result = group_runs(loaded, pattern=group_by, field=group_field, pair_by=pair_by)
+            if strict and result.warnings:
+                raise OpisError(result.warnings[0] + " (refused under --strict)")
+        else:
+            result = compare_runs(loaded, strict=strict)
     except OpisError as exc:
         raise _fail(str(exc)) from None
     if fmt is OutputFormat.json:
@@ -619,15 +641,8 @@ def compare(
 class MarginsFormat(str, Enum):
     table = "table"
     json = "json"
+    markdown = "markdown"
     pml = "pml"
-
-
-def pml_line(margins: dict) -> str:
-    """The pytorch-metric-learning constructor call for the chosen margins."""
-    chosen = margins.get("given") or margins["recommended"]
-    return (f"ThresholdConsistentMarginLoss(lambda_plus={float(margins['lambda_plus'])!r}, "
-            f"lambda_minus={float(margins['lambda_minus'])!r}, margin_plus={chosen['margin_plus']:.4f}, "
-            f"margin_minus={chosen['margin_minus']:.4f})")
 
 
 @app.command(
@@ -636,7 +651,8 @@ def pml_line(margins: dict) -> str:
         "  opis margins embeddings.parquet                        (targets from the calibration range)\n\n"
         "  opis margins emb.parquet --target-far 0.01 --target-frr 0.05 --format pml\n\n"
         "  opis margins emb.parquet --margin-plus 0.9 --margin-minus 0.5     (assess given margins)\n\n"
-        "Then: opis plot --kind distributions --out dist.png marks the margins."
+        "Then: opis plot --kind distributions --out dist.png marks the margins. Run it on the TRAINING classes "
+        "embedded by the current model; what margins are worth in training: docs/tcm.md."
     ),
 )
 def margins(
@@ -666,8 +682,9 @@ def margins(
     lambda_plus: Annotated[float, typer.Option(help="TCM weight of the positive term.", rich_help_panel="Margins")] = 1.0,
     lambda_minus: Annotated[float, typer.Option(help="TCM weight of the negative term.",
                                                 rich_help_panel="Margins")] = 1.0,
-    fmt: Annotated[MarginsFormat, typer.Option("--format", help="table, json (the report), or pml (a "
-                                                                 "ThresholdConsistentMarginLoss line).",
+    fmt: Annotated[MarginsFormat, typer.Option("--format", help="table, json (the report), markdown (PR "
+                                                                 "comment) or pml (a ThresholdConsistentMarginLoss "
+                                                                 "line).",
                                                rich_help_panel="Output")] = MarginsFormat.table,
     out_dir: Annotated[Path, typer.Option(help="Where runs/ and latest go.", rich_help_panel="Output")] = Path(".opis"),
     name: Annotated[Optional[str], typer.Option(help="Run name.", rich_help_panel="Output")] = None,
@@ -678,7 +695,7 @@ def margins(
     threads: Annotated[Optional[int], typer.Option(help="Threads (default: all cores).",
                                                    rich_help_panel="Performance")] = None,
 ) -> None:
-    """Recommend TCM margins m+ and m- from the data: hard pairs, TCM loss, candidates, what-if."""
+    """TCM margins m+ and m- at pooled-rate targets: what they mean (rates, hard pairs, TCM loss), warnings."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
     try:
         from .config import EvalConfig, parse_memory_size
@@ -706,10 +723,16 @@ def margins(
     except KeyboardInterrupt as exc:
         progress.stop()
         raise _interrupted(exc) from None
+    from .margin_advice import pml_line
+
     if fmt is MarginsFormat.pml:
         sys.stdout.write(pml_line(report.margins) + "\n")
     elif fmt is MarginsFormat.json:
         sys.stdout.write(report.to_json())
+    elif fmt is MarginsFormat.markdown:
+        from .advice_markdown import margins_markdown
+
+        sys.stdout.write(margins_markdown(report))
     else:
         from rich.console import Console
 
@@ -720,6 +743,11 @@ def margins(
         console.print(pml_line(report.margins), style="bold", soft_wrap=True)
         if run_dir is not None:
             console.print(f"saved {run_dir}", style="dim")
+
+
+class ViewFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
 
 
 @app.command(
@@ -763,6 +791,11 @@ def thresholds(
                                                rich_help_panel="Distance")] = False,
     beta: Annotated[float, typer.Option(help="Utility weight (as evaluate).", rich_help_panel="Distance")] = 1.0,
     worst: Annotated[int, typer.Option(help="Worst classes to list.", rich_help_panel="Output")] = 10,
+    min_class_size: Annotated[int, typer.Option(
+        help="Keep classes with fewer members out of the worst lists (their rates move in whole pairs); the "
+             "report says how many were held back.", rich_help_panel="Output")] = 2,
+    fmt: Annotated[ViewFormat, typer.Option("--format", help="table, or markdown (PR comment).",
+                                            rich_help_panel="Output")] = ViewFormat.table,
     json_path: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report (- for stdout).",
                                                      rich_help_panel="Output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.",
@@ -781,6 +814,8 @@ def thresholds(
         from .io import load_dataset
         from .operating_points import operating_points
 
+        if fmt is ViewFormat.markdown and json_path == "-":
+            raise OpisError("--format markdown and --json - both write to stdout: write the JSON to a file")
         kwargs = _range_options(calib, calib_far)
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
                             **kwargs)
@@ -791,7 +826,8 @@ def thresholds(
         dev_set = (load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col)
                    if dev is not None else None)
         report = operating_points(dataset, config, dev=dev_set, target_far=target_far, threshold=threshold,
-                                  tar_at_far=fars, worst=worst, memory_budget=parse_memory_size(memory_budget),
+                                  tar_at_far=fars, worst=worst, min_class_size=min_class_size,
+                                  memory_budget=parse_memory_size(memory_budget),
                                   threads=threads, progress=progress)
         progress.stop()
         text = _json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -807,6 +843,11 @@ def thresholds(
         raise _interrupted(exc) from None
     if json_path == "-":
         sys.stdout.write(text)
+    if fmt is ViewFormat.markdown:
+        from .advice_markdown import thresholds_markdown
+
+        sys.stdout.write(thresholds_markdown(report, worst))
+        return
     if quiet:
         return
     from rich.console import Console

@@ -61,15 +61,9 @@ class CompareResult:
         return header, rows
 
     def to_markdown(self) -> str:
-        from .report import md_escape
+        from .report import md_table
 
-        header, rows = self.table()
-        lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-        lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
-        if self.warnings:
-            lines.append("")
-        lines += [f"> **warning:** {md_escape(w)}" for w in self.warnings]
-        return "\n".join(lines) + "\n"
+        return md_table(*self.table(), self.warnings)
 
     def to_dict(self) -> dict:
         runs = {}

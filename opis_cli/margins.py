@@ -1,4 +1,10 @@
-"""TCM margin recommendations fitted to a set of embeddings (docs/margins.md).
+"""TCM margins at pooled-rate targets, fitted to a set of embeddings (docs/margins.md).
+
+What they are worth in training was measured (docs/tcm.md): on held-out classes no margin rule,
+these included, measurably changed OPIS against pytorch-metric-learning's defaults. So this
+module states what a pair of margins *means* on the data (pooled rates, hard-pair shares, the
+TCM loss) and flags what is wrong with it (``warnings``); it does not claim the margins improve
+a model. The JSON key ``margins.recommended`` is historical: "the margins at your targets".
 
 TCM (definitions.md) penalises hard positives, cosine similarity s <= m+, and hard negatives,
 s >= m-. With d = 1 - s (cosine distance, float32 as the engine computes it):
@@ -169,7 +175,38 @@ def what_if(curves, t_plus: float, t_minus: float, beta: float, epsilon: float, 
     return opis(u, grid).value, eps_opis(u, grid, epsilon=epsilon, contrast=contrast).value
 
 
-def recommend_margins(
+HARD_SHARE_LIMIT = 0.5  # more than half of a side hard: TCM pushes that side wholesale, not at a margin
+
+
+def margin_warnings(row: dict, current_opis: float) -> list[str]:
+    """Why a pair of margins (a ``margins`` row: margins, targets, shares, what-if) is suspect.
+
+    * m+ < m-: t+ = 1 - m+ lies above t- = 1 - m-, so no single threshold meets both targets;
+      the FRR at the target FAR (threshold t-) says by how much;
+    * a margin outside [-1, 1] (cosine similarities);
+    * more than half of the positives (or negatives) hard;
+    * a what-if OPIS (every hard pair moved onto its margin) not below the current OPIS.
+    """
+    out = []
+    mp, mm = row["margin_plus"], row["margin_minus"]
+    if mp < mm:
+        out.append(f"m+ {mp:.4f} is below m- {mm:.4f}: the targets conflict, no single threshold gives pooled FAR "
+                   f"<= {row['target_far']:.4g} and FRR <= {row['target_frr']:.4g}; at the FAR target (threshold "
+                   f"{1 - mm:.4f}) the pooled FRR is {row['frr_at_margin_minus']:.4g}")
+    for name, v in (("m+", mp), ("m-", mm)):
+        if not -1.0 <= v <= 1.0:
+            out.append(f"{name} {v:.4f} lies outside [-1, 1], the range of a cosine similarity")
+    for side, share in (("positive", row["hard_positive_share"]), ("negative", row["hard_negative_share"])):
+        if share > HARD_SHARE_LIMIT:
+            out.append(f"{share:.0%} of the {side} pairs are hard (more than half): TCM would push most {side}s, "
+                       f"not the few near the margin")
+    if row["what_if_opis"] >= current_opis:
+        out.append(f"the idealised what-if OPIS {row['what_if_opis']:.4g} is not below the current {current_opis:.4g}: "
+                   "even with every hard pair on its margin these margins would not make this data more consistent")
+    return out
+
+
+def margins_section(
     p: PreparedEmbeddings,
     report,
     *,
@@ -183,8 +220,13 @@ def recommend_margins(
     threads: int | None = None,
     progress=None,
 ) -> dict:
-    """The report's ``margins`` section: recommended margins (and given ones), hard pairs pooled
-    and per class, TCM loss, a candidate table and the idealised what-if (docs/margins.md).
+    """The report's ``margins`` section: the margins at the targets (``recommended``; and given
+    ones), what they mean in pooled rates, hard pairs pooled and per class, TCM loss, a candidate
+    table, the idealised what-if and ``warnings`` (:func:`margin_warnings`; docs/margins.md).
+
+    m- = 1 - t-, t- the smallest 1e-4 grid threshold with pooled FAR >= target_far;
+    m+ = 1 - t+, t+ the smallest with pooled FRR <= target_frr. hard_negative_share = FAR(t-),
+    hard_positive_share = FRR(t+) (plus pairs exactly at t+), frr_at_margin_minus = FRR(t-).
 
     ``report`` is the :class:`~opis_cli.report.Report` of the same embeddings (its curves give the
     what-if and its calibration range the default targets).
@@ -238,11 +280,20 @@ def recommend_margins(
 
     config = report.config
 
+    pos_accepted = np.cumsum(pos_on_grid[:-1])
+    n_pos_all = int(pos_on_grid.sum())
+
+    def frr_at(t: float) -> float:
+        # Positives cover the whole grid, so FRR at any grid threshold is exact.
+        k = min(int(np.searchsorted(full, min(max(t, 0.0), 2.0))), len(full) - 1)
+        return 1.0 - float(pos_accepted[k]) / n_pos_all if n_pos_all else 0.0
+
     def row(t_plus: float, t_minus: float) -> dict:
         fig = margin_figures(pos, neg, t_plus, t_minus)
         o, e = what_if(report.curves, t_plus, t_minus, config.beta, config.epsilon, config.eps_contrast)
         return {
             "margin_plus": round(fig.margin_plus, 4), "margin_minus": round(fig.margin_minus, 4),
+            "frr_at_margin_minus": frr_at(t_minus),
             "hard_positives": fig.hard_positives, "hard_positive_share": fig.hard_positives / max(1, fig.n_pos),
             "hard_negatives": fig.hard_negatives, "hard_negative_share": fig.hard_negatives / max(1, fig.n_neg),
             "tcm_loss": fig.loss(lambda_plus, lambda_minus),
@@ -255,25 +306,36 @@ def recommend_margins(
     recommended["margin_plus"] = round(1.0 - t_plus, 4)
     recommended["margin_minus"] = round(1.0 - t_minus, 4)
     recommended["explanation"] = [
-        f"m- = {1.0 - t_minus:.4f}: negatives at or above this similarity are exactly the false accepts at "
-        f"threshold {t_minus:.4f}, where the pooled FAR first reaches {far:.4g}.",
-        f"m+ = {1.0 - t_plus:.4f}: positives at or below this similarity are the false rejects at threshold "
-        f"{t_plus:.4f}, where the pooled FRR first falls to {frr:.4g} or below.",
+        f"m- = {1.0 - t_minus:.4f}: negatives at or above this similarity are hard; they are exactly the false "
+        f"accepts at threshold {t_minus:.4f}, where the pooled FAR first reaches {far:.4g} "
+        f"({recommended['hard_negative_share']:.2%} of the negative pairs).",
+        f"m+ = {1.0 - t_plus:.4f}: positives at or below this similarity are hard; they are the false rejects at "
+        f"threshold {t_plus:.4f}, where the pooled FRR first falls to {frr:.4g} or below "
+        f"({recommended['hard_positive_share']:.2%} of the positive pairs).",
     ]
+    recommended["warnings"] = margin_warnings(recommended, report.opis)
     candidates = []
     for a in CANDIDATE_FACTORS:
         for b in CANDIDATE_FACTORS:
             f, r = min(far * a, 0.999), min(frr * b, 0.999)
             tp, tm = thresholds(f, r)
-            candidates.append({"target_far": f, "target_frr": r, **row(tp, tm)})
+            cand = {"target_far": f, "target_frr": r, **row(tp, tm)}
+            candidates.append({**cand, "conflict": cand["margin_plus"] < cand["margin_minus"]})
     section = {
         "lambda_plus": lambda_plus, "lambda_minus": lambda_minus, "resolution": FAR_RESOLUTION,
         "recommended": recommended, "candidates": candidates,
-        "what_if_note": "idealised bound: OPIS and eps-OPIS if every hard pair sat exactly on its margin",
+        "what_if_note": "idealised: OPIS and eps-OPIS if every hard pair sat exactly on its margin (not a "
+                        "prediction of training; docs/tcm.md)",
     }
     chosen = (1.0 - margin_plus, 1.0 - margin_minus) if given_t else (t_plus, t_minus)
     if given_t:
-        section["given"] = {**row(*chosen), "margin_plus": margin_plus, "margin_minus": margin_minus}
+        given = {**row(*chosen), "margin_plus": margin_plus, "margin_minus": margin_minus, "target_far": far,
+                 "target_frr": frr}
+        given["warnings"] = [w for w in margin_warnings(given, report.opis) if "targets conflict" not in w]
+        if margin_plus < margin_minus:
+            given["warnings"].insert(0, f"m+ {margin_plus:.4f} is below m- {margin_minus:.4f}: a pair can be hard as a "
+                                        "positive and as a negative at once; no threshold separates the two margins")
+        section["given"] = given
     section["classes"] = _per_class(p, report, *chosen, memory_budget=memory_budget, threads=threads,
                                     progress=stage("margins: hard pairs per class"))
     return section

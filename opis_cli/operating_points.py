@@ -8,8 +8,13 @@ module answers, exactly over all pairs, what that t does:
   (bob.measure's "far" criterion; the achieved FAR is reported beside it);
 * on the evaluated set, at t: the pooled TAR and FAR, and per class FAR_i(t), FRR_i(t) and
   U_i(t) (docs/definitions.md), their spread (min / median / max) and the worst classes;
-* each class's own best threshold: argmax of U_i over the calibration grid (and t itself), and
-  how far it lies from t (the threshold each class would want);
+* each class's own best threshold: argmax of U_i over the whole distance span (the calibration
+  grid, t, and SPAN_POINTS evenly spaced thresholds from 0 to the metric's upper bound), and how
+  far it lies from t (the threshold each class would want); ``best_at_search_bound`` when the
+  maximum sits at the first or last searched threshold, and ``never_served`` (best_threshold
+  null) when U_i is 0 at every searched threshold: such a class is listed apart, not as "+0";
+* ``min_class_size``: classes smaller than it are kept out of the worst lists (counted in
+  ``held_back``): a class of 2 has one positive pair, and its rates jump by whole units;
 * per-class TAR at fixed FAR values (``tar_at_far``): for each F, the global threshold chosen
   for pooled FAR <= F on the same set as t, and every class's TAR and FAR there.
 
@@ -31,7 +36,10 @@ from .io import Dataset
 from .pairs import exact_pass
 from .prepare import prepare_embeddings
 
-SCHEMA_VERSION = 1
+# Version 2: whole-span best-threshold search (best_at_search_bound, never_served, search),
+# min_class_size / held_back; docs/report-format.md.
+SCHEMA_VERSION = 2
+SPAN_POINTS = 201
 
 
 def _prepare(dataset: Dataset, config: EvalConfig):
@@ -67,6 +75,7 @@ def operating_points(
     threshold: float | None = None,
     tar_at_far: tuple[float, ...] = (),
     worst: int = 10,
+    min_class_size: int = 2,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
     progress=None,
@@ -77,9 +86,12 @@ def operating_points(
     Exactly one of ``target_far`` (choose t on ``dev``, else on ``dataset``, for pooled FAR <= it)
     and ``threshold`` (t given, in distance units). Per class, at t:
     FAR_i = 1 - TRR_i(t), FRR_i = 1 - TAR_i(t), U_i(t) as in docs/definitions.md; the class's best
-    threshold is argmax_t' U_i(t') over the calibration grid and t (the smallest on ties).
+    threshold is argmax_t' U_i(t') over the searched thresholds (module docstring; the smallest on
+    ties), null when U_i = 0 at all of them ("never served").
     """
     config = config or EvalConfig()
+    if not (isinstance(min_class_size, int) and min_class_size >= 2):
+        raise ConfigError(f"--min-class-size must be an integer >= 2, got {min_class_size!r}")
     if (target_far is None) == (threshold is None):
         raise ConfigError("give exactly one of --target-far and --threshold")
     for far in ([target_far] if target_far is not None else []) + list(tar_at_far):
@@ -117,7 +129,11 @@ def operating_points(
         calibration = far_range(*input_fine, *config.calib_far)
     grid = calibration.grid(config.thresholds)
     special = [t] + [chosen[f][0] for f in tar_at_far]
-    edges = np.unique(np.concatenate([grid, np.asarray(special, np.float64)]))
+    from .distance import metric_upper_bound
+
+    top = metric_upper_bound(p.metric, p.normalized, p.max_norm)
+    span = np.linspace(0.0, top, SPAN_POINTS)
+    edges = np.unique(np.concatenate([span, grid, np.asarray(special, np.float64)]))
     result = exact_pass(p, edges, per_class=True, memory_budget=memory_budget, threads=threads,
                         progress=stage("counting pairs"))
     curves = class_curves(result.histograms, sizes, beta=config.beta)
@@ -134,21 +150,30 @@ def operating_points(
     far_c = 1.0 - curves.trr[:, it]
     frr_c = 1.0 - curves.tar[:, it]
     u_c = curves.utility[:, it]
-    search = np.unique(np.concatenate([[it], [at(g) for g in grid]]))
-    best_idx = search[np.argmax(curves.utility[:, search], axis=1)]  # first maximum: smallest threshold
+    best_idx = np.argmax(curves.utility, axis=1)  # every edge is searched; first maximum: smallest threshold
+    best_u = curves.utility[np.arange(curves.n_classes), best_idx]
+    served = best_u > 0
     best_t = edges[best_idx]
-    classes = [
-        {"label": labels[i], "size": int(curves.sizes[i]), "far": float(far_c[i]), "frr": float(frr_c[i]),
-         "utility": float(u_c[i]), "best_threshold": float(best_t[i]),
-         "best_utility": float(curves.utility[i, best_idx[i]]), "best_minus_global": float(best_t[i] - t)}
-        for i in range(curves.n_classes)
-    ]
+    classes = []
+    for i in range(curves.n_classes):
+        row = {"label": labels[i], "size": int(curves.sizes[i]), "far": float(far_c[i]), "frr": float(frr_c[i]),
+               "utility": float(u_c[i]), "best_threshold": float(best_t[i]) if served[i] else None,
+               "best_utility": float(best_u[i]),
+               "best_minus_global": float(best_t[i] - t) if served[i] else None,
+               "best_at_search_bound": bool(served[i] and best_idx[i] in (0, len(edges) - 1)),
+               "never_served": bool(not served[i])}
+        classes.append(row)
 
     def spread(values: np.ndarray) -> dict:
+        if values.size == 0:
+            return {"min": None, "median": None, "max": None}
         return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
 
-    by_utility = sorted(range(len(classes)), key=lambda i: (u_c[i], i))[:worst]
-    by_far = sorted(range(len(classes)), key=lambda i: (-far_c[i], i))[:worst]
+    # The worst lists rank served classes of at least min_class_size; the rest are named apart.
+    eligible = [i for i in range(len(classes)) if served[i] and curves.sizes[i] >= min_class_size]
+    by_utility = sorted(eligible, key=lambda i: (u_c[i], i))[:worst]
+    by_far = sorted(eligible, key=lambda i: (-far_c[i], i))[:worst]
+    small = int(((curves.sizes < min_class_size) & served).sum())
     report = {
         "schema_version": SCHEMA_VERSION,
         "kind": "thresholds",
@@ -168,9 +193,14 @@ def operating_points(
                    "frr": float(1 - pooled_pos[it] / n_pos) if n_pos else 1.0,
                    "positive_pairs": n_pos, "negative_pairs": n_neg},
         "spread": {"far": spread(far_c), "frr": spread(frr_c), "utility": spread(u_c),
-                   "best_minus_global": spread(best_t - t)},
+                   "best_minus_global": spread((best_t - t)[served])},
+        "search": {"lo": 0.0, "hi": float(top), "thresholds": int(len(edges)),
+                   "note": f"the calibration grid, the chosen thresholds and {SPAN_POINTS} evenly spaced "
+                           f"thresholds over [0, {top:g}]"},
         "worst_by_utility": [labels[i] for i in by_utility],
         "worst_by_far": [labels[i] for i in by_far],
+        "never_served": [labels[i] for i in range(len(classes)) if not served[i]],
+        "held_back": {"min_class_size": min_class_size, "classes": small},
         "tar_at_far": {
             key: {"far_on_chosen_set": chosen[float(key)][1], **entry}
             for key, entry in tar_at_far_section(result.histograms, sizes,

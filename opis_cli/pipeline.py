@@ -90,14 +90,18 @@ def evaluate(
         metric=metric, normalize=normalize, calib=calib, calib_far=calib_far, thresholds=thresholds,
         beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k),
     )
+    return evaluate_dataset(array_dataset(embeddings, labels), config, memory_budget=memory_budget, threads=threads, engine=index,
+                            approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
+
+
+def array_dataset(embeddings: Any, labels: Any) -> Dataset:
+    """A :class:`~opis_cli.io.Dataset` from arrays in memory (N, D) and (N,), checked as a file is."""
     stored = str(getattr(embeddings, "dtype", np.asarray(embeddings).dtype))
     emb = as_embedding_matrix(embeddings)
     encoded = encode_labels(labels)
     if len(encoded.codes) != emb.shape[0]:
         raise InputError(f"length mismatch: {emb.shape[0]} embeddings but {len(encoded.codes)} labels")
-    dataset = Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array", dtype=stored))
-    return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
-                            approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
+    return Dataset(embeddings=emb, labels=encoded, info=InputInfo(path=None, format="array", dtype=stored))
 
 
 def evaluate_file(
@@ -147,7 +151,7 @@ def margins_file(
     progress: StageProgress | None = None,
 ) -> Report:
     """Evaluate a file exactly and attach TCM margin recommendations (``report.margins``; see
-    :func:`opis_cli.margins.recommend_margins` and docs/margins.md)."""
+    :func:`opis_cli.margins.margins_section` and docs/margins.md)."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
     return margins_dataset(dataset, config or EvalConfig(), target_far=target_far, target_frr=target_frr,
                            margin_plus=margin_plus, margin_minus=margin_minus, lambda_plus=lambda_plus,
@@ -157,8 +161,8 @@ def margins_file(
 
 def margins_dataset(dataset: Dataset, config: EvalConfig, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                     threads: int | None = None, progress: StageProgress | None = None, **options) -> Report:
-    """:func:`margins_file` on a loaded dataset; ``options`` go to ``recommend_margins``."""
-    from .margins import recommend_margins
+    """:func:`margins_file` on a loaded dataset; ``options`` go to ``margins.margins_section``."""
+    from .margins import margins_section
 
     if config.metric != "cosine":
         raise ConfigError("TCM margins are cosine similarities: use --metric cosine")
@@ -166,7 +170,7 @@ def margins_dataset(dataset: Dataset, config: EvalConfig, *, memory_budget: int 
                               progress=progress)
     prepared = prepare_embeddings(dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
                                   metric=config.metric, normalize=config.normalize)
-    report.margins = recommend_margins(prepared, report, memory_budget=memory_budget, threads=threads,
+    report.margins = margins_section(prepared, report, memory_budget=memory_budget, threads=threads,
                                        progress=progress, **options)
     return report
 

@@ -6,6 +6,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
+from .advice_markdown import best_threshold_cells, json_key
 from .report import Report
 
 
@@ -106,12 +107,13 @@ def margins_tables(report, top: int = 10) -> Group:
     m = report.margins
     rec = m["recommended"]
     parts = []
-    head = Table(title="opis margins: TCM margins for these embeddings", show_header=False, title_justify="left",
-                 min_width=60)
+    head = Table(title="opis margins: TCM margins at your targets (not a validated recommendation: docs/tcm.md)",
+                 show_header=False, title_justify="left", min_width=60)
     head.add_column("figure", style="bold")
     head.add_column("value", justify="right")
     rows = [("m+ (margin_plus)", f"{rec['margin_plus']:.4f}"), ("m- (margin_minus)", f"{rec['margin_minus']:.4f}"),
-            ("targets: pooled FAR / FRR", f"{rec['target_far']:.4g} / {rec['target_frr']:.4g}")]
+            ("targets: pooled FAR / FRR", f"{rec['target_far']:.4g} / {rec['target_frr']:.4g}"),
+            ("pooled FRR at the FAR target (threshold 1 - m-)", f"{rec['frr_at_margin_minus']:.4g}")]
     for name, r in (("recommended", rec), ("given", m.get("given"))):
         if r is None:
             continue
@@ -128,18 +130,25 @@ def margins_tables(report, top: int = 10) -> Group:
         head.add_row(name, value)
     parts.append(head)
     for line in rec["explanation"]:
-        parts.append(f"[dim]{line}[/]")
+        parts.append(f"[dim]{escape(line)}[/]")
+    warnings = list(rec["warnings"]) + [f"given margins: {w}" for w in (m.get("given") or {}).get("warnings", [])]
+    for w in warnings:
+        parts.append(f"[bold yellow]warning:[/] {escape(w)}")
+    if not warnings:
+        parts.append("[green]no warnings[/] (targets compatible, under half of each side hard, what-if below now)")
     from rich import box
 
     cand = Table(title="candidates (targets x 1/3, 1, 3)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     # Two-line headers and short numbers: the table fits an 80-column terminal (CI logs).
-    for col in ("FAR", "FRR", "m+", "m-", "hard\npos", "hard\nneg", "TCM\nloss", "what-if\nOPIS", "what-if\nε-OPIS"):
+    for col in ("FAR", "FRR", "m+", "m-", "hard\npos", "hard\nneg", "TCM\nloss", "what-if\nOPIS", "what-if\nε-OPIS",
+                "m+ < m-"):
         cand.add_column(col, justify="right", no_wrap=True)
     for c in m["candidates"]:
         style = "bold" if (c["margin_plus"], c["margin_minus"]) == (rec["margin_plus"], rec["margin_minus"]) else None
         cand.add_row(f"{c['target_far']:.3g}", f"{c['target_frr']:.3g}", f"{c['margin_plus']:.4f}",
                      f"{c['margin_minus']:.4f}", f"{c['hard_positive_share']:.1%}", f"{c['hard_negative_share']:.1%}",
-                     f"{c['tcm_loss']:.4f}", f"{c['what_if_opis']:.2g}", f"{c['what_if_eps_opis']:.2g}", style=style)
+                     f"{c['tcm_loss']:.4f}", f"{c['what_if_opis']:.2g}", f"{c['what_if_eps_opis']:.2g}",
+                     "conflict" if c.get("conflict") else "", style=style)
     parts.append(cand)
     owners = sorted(m["classes"], key=lambda r: -(r["hard_positives"] + r["hard_negatives"]))[:top]
     own = Table(title=f"classes owning the most hard pairs (top {len(owners)})", title_justify="left")
@@ -147,7 +156,7 @@ def margins_tables(report, top: int = 10) -> Group:
                    ("of its negatives", "right")):
         own.add_column(col, justify=j)
     for r in owners:
-        own.add_row(str(r["label"]), f"{r['hard_positives']:,}", f"{r['hard_positive_share']:.1%}",
+        own.add_row(escape(str(r["label"])), f"{r['hard_positives']:,}", f"{r['hard_positive_share']:.1%}",
                     f"{r['hard_negatives']:,}", f"{r['hard_negative_share']:.1%}")
     parts.append(own)
     return Group(*parts)
@@ -167,18 +176,32 @@ def thresholds_tables(report: dict, top: int = 10) -> Group:
     head.add_row("pooled TAR / FAR here", f"{pooled['tar']:.4f} / {pooled['far']:.4g}")
     for name, key in (("class FAR min / median / max", "far"), ("class FRR min / median / max", "frr"),
                       ("class utility min / median / max", "utility"),
-                      ("own best threshold - global", "best_minus_global")):
+                      ("own best threshold - global (served classes)", "best_minus_global")):
         s = spread[key]
-        head.add_row(name, f"{s['min']:.4g} / {s['median']:.4g} / {s['max']:.4g}")
-    rows = {c["label"]: c for c in report["classes"]}
+        head.add_row(name, "-" if s["min"] is None else f"{s['min']:.4g} / {s['median']:.4g} / {s['max']:.4g}")
+    search = report.get("search")
+    if search:
+        head.add_row("own best threshold searched over", f"[{search['lo']:g}, {search['hi']:g}], "
+                                                         f"{search['thresholds']} thresholds")
+    held = report.get("held_back") or {}
+    if held.get("classes"):
+        head.add_row("held back from the worst lists", f"{held['classes']} classes under {held['min_class_size']} "
+                                                       "members (--min-class-size)")
+    rows = {json_key(c["label"]): c for c in report["classes"]}
     worst = Table(title=f"worst classes at the global threshold (lowest utility, top {top})", title_justify="left")
     for col in ("label", "size", "FAR", "FRR", "utility", "own best t", "best - global"):
         worst.add_column(col, justify="left" if col == "label" else "right")
     for label in report["worst_by_utility"][:top]:
-        c = rows[label]
-        worst.add_row(str(label), f"{c['size']:,}", f"{c['far']:.4g}", f"{c['frr']:.4f}", f"{c['utility']:.4f}",
-                      f"{c['best_threshold']:.4f}", f"{c['best_minus_global']:+.4f}")
+        c = rows[json_key(label)]
+        best, delta = best_threshold_cells(c)
+        worst.add_row(escape(str(label)), f"{c['size']:,}", f"{c['far']:.4g}", f"{c['frr']:.4f}",
+                      f"{c['utility']:.4f}", best, delta)
     parts = [head, worst]
+    never = report.get("never_served") or []
+    if never:
+        shown = ", ".join(escape(str(v)) for v in never[:top]) + (f", ... ({len(never)} in all)"
+                                                                    if len(never) > top else "")
+        parts.append(f"[bold yellow]never served[/] (utility 0 at every threshold; not in the worst lists): {shown}")
     if report["tar_at_far"]:
         parts.append(tar_at_far_table(report["tar_at_far"]))
     if report.get("groups"):

@@ -1,6 +1,6 @@
 """The evaluation report: plain data, rendered as JSON, Markdown or text.
 
-JSON schema (``schema_version`` 2; docs/report-format.md says what each version changed). Keys
+JSON schema (``schema_version`` 3; docs/report-format.md says what each version changed). Keys
 marked * are a stable interface for CI jobs::
 
     schema_version*      int
@@ -31,7 +31,8 @@ marked * are a stable interface for CI jobs::
                           lists in the order of classes; threshold: the largest 1e-4 grid
                           threshold with pooled FAR <= F
     margins              (opis margins) {lambda_plus, lambda_minus, resolution, recommended, given,
-                          candidates, classes, what_if_note} -- see docs/margins.md
+                          candidates, classes, what_if_note} -- see docs/margins.md; recommended
+                          and given carry frr_at_margin_minus and warnings, candidates conflict
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps, queries, recall_hits: {k: hits}}]
                           in label order
@@ -58,7 +59,7 @@ from .pairs import PooledHistogram
 if TYPE_CHECKING:
     from .distributions import DistanceDistributions
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -291,3 +292,14 @@ def md_escape(value) -> str:
     for a, b in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "'"), ("@", "@\u200b")):
         text = text.replace(a, b)
     return text
+
+
+def md_table(header: list[str], rows: list[list[str]], warnings: list[str] = ()) -> str:
+    """A Markdown table (first column left, the rest right-aligned), every cell through
+    :func:`md_escape`, then one ``> **warning:**`` line per warning."""
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    if warnings:
+        lines.append("")
+    lines += [f"> **warning:** {md_escape(w)}" for w in warnings]
+    return "\n".join(lines) + "\n"

@@ -60,7 +60,7 @@ def test_evaluate_parquet_and_npy_give_identical_figures(tmp_path):
                    check_code=0)
         reports.append(json.loads(proc.stdout))
     a, b = reports
-    assert a["schema_version"] == 2
+    assert a["schema_version"] == 3
     assert a["calibration"]["lo"] == 0.6 and a["calibration"]["hi"] == 0.85
     assert a["input"]["n"] == 3000 and a["input"]["classes_used"] == 58 and a["input"]["classes_skipped"] == 2
     assert a["input"]["format"] == "parquet" and b["input"]["format"] == "npy"

@@ -22,6 +22,7 @@ from opis_cli.bootstrap import class_bootstrap, paired_class_bootstrap
 from opis_cli.errors import ConfigError, InputError
 from opis_cli.gate import GateOptions, Limit, parse_limit, parse_recall_limit, run_gate
 from opis_cli.metrics import opis
+from opis_cli.report import SCHEMA_VERSION
 from test_cli import SAMPLE, assert_user_error, run
 
 CALIB = "0.6:0.85"  # a pinned range (same model, new data)
@@ -245,8 +246,10 @@ def test_another_evaluation_set_is_always_refused(runs, tmp_path, change, fragme
         assert "re-run `opis evaluate`" in proc.stderr
 
 
+# Every version this reader knows, as the refusal lists them.
+UNKNOWN_VERSION = f"version 99 is unknown; this opis-cli reads {', '.join(map(str, range(1, SCHEMA_VERSION + 1)))} (upgrade"
 THROUGH_THE_CLI = {"metrics.opis is nan", "metrics.opis is False, expected a number", "bootstrap.opis.se is 1e+300",
-                   "version 99 is unknown; this opis-cli reads 1, 2 (upgrade", "cannot read it"}
+                   UNKNOWN_VERSION, "cannot read it"}
 
 
 @pytest.mark.parametrize("change, raw, fragment", [
@@ -261,7 +264,7 @@ THROUGH_THE_CLI = {"metrics.opis is nan", "metrics.opis is False, expected a num
     (lambda r: r["bootstrap"]["opis"].__setitem__("interval", [0.2, 0.1]), None, "expected lo <= hi"),
     (lambda r: r["calibration"].__setitem__("far_at_hi", 2.0), None, "calibration.far_at_hi is 2.0"),
     (lambda r: r["calibration"].__setitem__("hi", r["calibration"]["lo"]), None, "is empty"),
-    (lambda r: r.__setitem__("schema_version", 99), None, "version 99 is unknown; this opis-cli reads 1, 2 (upgrade"),
+    (lambda r: r.__setitem__("schema_version", 99), None, UNKNOWN_VERSION),
     (lambda r: r.__setitem__("schema_version", 0), None, "version 0 is unknown"),
     (lambda r: r.__setitem__("schema_version", "2"), None, "version '2' is unknown"),
     (lambda r: r.__setitem__("schema_version", True), None, "version True is unknown"),

@@ -168,3 +168,79 @@ def test_cli_formats_run_directory_and_plot(tmp_path):
 ])
 def test_cli_errors(tmp_path, args, fragment):
     assert_user_error(run("margins", SAMPLE / "model_a.parquet", "--no-save", *args, cwd=tmp_path), fragment)
+
+
+def test_meaning_and_warnings_against_bruteforce():
+    # Conflicting targets: a low FAR and a low FRR on overlapping classes put t+ above t-.
+    x, labels, *_ = _clean_case(1)
+    d, same, _, _ = _pairs(x, labels)
+    pos, neg = d[same], d[~same]
+    far, frr = 0.01, 0.02
+    report = margins_dataset(_dataset(x, labels), EvalConfig(calib=(0.3, 1.1)), target_far=far, target_frr=frr)
+    rec = report.margins["recommended"]
+    t_minus = _grid_threshold(neg, far)
+    t_plus = next(j / 10_000 for j in range(20001) if (pos > j / 10_000).sum() <= frr * len(pos))
+    assert t_plus > t_minus  # the brute force agrees the targets conflict
+    assert rec["frr_at_margin_minus"] == pytest.approx((pos > t_minus).mean(), abs=1e-12)
+    assert rec["hard_negative_share"] == pytest.approx((neg <= t_minus).mean(), abs=1e-12)  # = FAR(t-)
+    conflict = [w for w in rec["warnings"] if "targets conflict" in w]
+    assert len(conflict) == 1 and f"{rec['frr_at_margin_minus']:.4g}" in conflict[0]
+    assert any(c["conflict"] for c in report.margins["candidates"])
+    # Loose targets: m+ above m-, nothing conflicts; most negatives hard is flagged.
+    loose = margins_dataset(_dataset(x, labels), EvalConfig(calib=(0.3, 1.1)), target_far=0.7, target_frr=0.2)
+    rl = loose.margins["recommended"]
+    assert rl["margin_plus"] >= rl["margin_minus"] or not any("conflict" in w for w in rl["warnings"])
+    assert any("of the negative pairs are hard" in w for w in rl["warnings"])
+    assert rl["hard_negative_share"] > 0.5
+
+
+def test_sane_margins_have_no_warnings_and_a_useless_what_if_is_flagged():
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(12), 15)
+    x = rng.normal(size=(12, 16))[labels] * 3 + rng.normal(size=(180, 16))  # well separated classes
+    report = margins_dataset(_dataset(x, labels), EvalConfig())
+    rec = report.margins["recommended"]
+    assert rec["warnings"] == [], rec["warnings"]
+    assert rec["margin_plus"] > rec["margin_minus"] and rec["what_if_opis"] < report.opis
+    from opis_cli.margins import margin_warnings
+
+    useless = {**rec, "what_if_opis": report.opis}
+    assert any("not below the current" in w for w in margin_warnings(useless, report.opis))
+    outside = {**rec, "margin_plus": 1.2}
+    assert any("outside [-1, 1]" in w for w in margin_warnings(outside, report.opis))
+
+
+def test_python_api_equals_the_cli(tmp_path):
+    import polars as pl
+
+    import opis_cli
+
+    data = pl.read_parquet(SAMPLE / "model_b.parquet")
+    emb_col = next(c for c in data.columns if data[c].dtype != pl.Utf8 and c not in ("label", "class"))
+    cli = json.loads(run("margins", SAMPLE / "model_b.parquet", "--no-save", "--format", "json",
+                         "--target-far", "0.02", cwd=tmp_path, check_code=0).stdout)
+    ds = opis_cli.load_dataset(SAMPLE / "model_b.parquet")
+    advice = opis_cli.recommend_margins(ds.embeddings, [ds.labels.values[c] for c in ds.labels.codes],
+                                        target_far=0.02)
+    rec = cli["margins"]["recommended"]
+    assert isinstance(advice, opis_cli.MarginAdvice) and emb_col
+    for key in ("margin_plus", "margin_minus", "target_far", "target_frr", "hard_positives", "hard_negatives",
+                "hard_positive_share", "hard_negative_share", "tcm_loss", "what_if_opis", "frr_at_margin_minus"):
+        assert getattr(advice, key) == rec[key], key
+    assert list(advice.warnings) == rec["warnings"] and advice.opis == cli["metrics"]["opis"]
+    assert advice.pml_kwargs() == {"lambda_plus": 1.0, "lambda_minus": 1.0, "margin_plus": rec["margin_plus"],
+                                   "margin_minus": rec["margin_minus"]}
+    pml = run("margins", SAMPLE / "model_b.parquet", "--no-save", "--format", "pml", "--target-far", "0.02",
+              cwd=tmp_path, check_code=0).stdout.strip()
+    assert advice.pml_line() == pml
+
+
+def test_markdown_format_states_meaning_and_warnings(tmp_path):
+    out = run("margins", SAMPLE / "model_b.parquet", "--no-save", "--format", "markdown", "--target-far", "0.001",
+              "--target-frr", "0.01", cwd=tmp_path, check_code=0).stdout
+    assert out.startswith("### opis margins: TCM margins at your targets")
+    assert "| pooled FRR at the FAR target |" in out and "docs/tcm.md" in out
+    assert "> **warning:** m+" in out and "targets conflict" in out
+    table = run("margins", SAMPLE / "model_b.parquet", "--no-save", "--target-far", "0.001", "--target-frr", "0.01",
+                cwd=tmp_path, check_code=0).stdout
+    assert "warning:" in table and "targets conflict" in table
