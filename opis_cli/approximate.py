@@ -63,6 +63,8 @@ class ApproxOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if self.index not in INDEXES:
             raise ConfigError(f"unknown index {self.index!r}; choose exact, {', '.join(INDEXES)}")
         if self.negatives not in NEGATIVE_MODES:

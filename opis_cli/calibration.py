@@ -109,7 +109,9 @@ def pooled_fine_histogram(p: PreparedEmbeddings, far_hi: float, *, memory_budget
     a seeded sample puts the pooled FAR well above ``far_hi`` and repeated on the whole grid if the
     exact counts show the cut too low. Every edge up to the first with FAR >= far_hi is exact."""
     full, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
-    cut = _upper_edge_index(p, full, far_hi, threads)
+    # At least two edges: a sample whose FAR target is met at d = 0 (one-dimensional or duplicate
+    # embeddings) would otherwise leave a one-edge grid.
+    cut = max(_upper_edge_index(p, full, far_hi, threads), 1)
     for edges in ((full[:cut + 1], full) if cut + 1 < len(full) else (full,)):
         result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
                             threads=threads, kernel=kernel, client=client)

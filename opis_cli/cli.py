@@ -6,6 +6,7 @@ mistakes arrive as OpisError and leave as one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -112,9 +113,10 @@ def _si(value: float) -> str:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    from rich.markup import escape
+    from .render import escape
 
-    # Messages quote file names, labels and columns: never let them read as rich markup.
+    # Messages quote file names, labels and columns: never let them read as rich markup or reach
+    # the terminal as control characters.
     _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
 
@@ -126,9 +128,18 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
-def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
-    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-    return _fail(f"{what}; no run was saved", getattr(exc, "exit_code", 130))
+def _interrupted(exc: KeyboardInterrupt, run_dir=None) -> typer.Exit:
+    """Ctrl-C / SIGTERM: say truthfully whether the run was saved (a signal during the final
+    rename is held until the run is in place: run_store.DeferredSignals)."""
+    from .run_store import InterruptedAfterSave
+
+    code = getattr(exc, "exit_code", 130)
+    if isinstance(exc, InterruptedAfterSave):
+        return _fail(str(exc), code)
+    what = "terminated" if code == 143 else "interrupted"
+    if run_dir is not None:  # after saving, during the --json write or the gate
+        return _fail(f"{what} after the run was saved as {run_dir}", code)
+    return _fail(f"{what}; no run was saved", code)
 
 
 class _LazyProgress:
@@ -289,7 +300,7 @@ def evaluate(
         help="Negative partners sampled per class (default clip(2e9/N, 1000, 20000)).",
         rich_help_panel="Engine")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice (approximate engines, --bootstrap).",
-                                      rich_help_panel="Engine")] = 0,
+                                      min=0, max=2**63 - 1, rich_help_panel="Engine")] = 0,
     bootstrap: Annotated[int, typer.Option(
         metavar="B", help="Add 95% intervals for OPIS, eps-OPIS and Recall@k from B class resamples (0: off).",
         rich_help_panel="Uncertainty")] = 0,
@@ -325,9 +336,17 @@ def evaluate(
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
     notes = _Notes(immediate=progress.enabled)
+    run_dir = None
     try:
         from .config import EvalConfig, parse_memory_size
         from .pipeline import evaluate_file
+        from .runs import check_out_dir, check_output_path
+
+        # Every output is checked before any work: a failed command saves nothing, and no output
+        # may overwrite an input.
+        if not no_save:
+            check_out_dir(out_dir, name)
+        check_output_path(json_path, _input_files(input, labels, baseline), option="--json")
 
         config = EvalConfig(
             metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
@@ -364,7 +383,6 @@ def evaluate(
             from .bootstrap import bootstrap_report
 
             bootstrap_report(report, bootstrap, seed)
-        run_dir = None
         if not no_save:
             from .runs import save_run
 
@@ -385,7 +403,7 @@ def evaluate(
         raise _fail(str(exc)) from None
     except KeyboardInterrupt as exc:
         progress.stop()
-        raise _interrupted(exc) from None
+        raise _interrupted(exc, run_dir) from None
 
     if json_path == "-" or fmt is OutputFormat.json:
         sys.stdout.write(report.to_json())
@@ -459,7 +477,7 @@ def _dask_client(engine: "Executor", scheduler: str | None, workers: int | None,
     else:
         from .threads import available_cores
 
-        client = local_cluster_client(workers or available_cores(), threads)
+        client = local_cluster_client(available_cores() if workers is None else workers, threads)
     try:
         yield client
     finally:
@@ -512,7 +530,7 @@ def _print_gate(result, fmt: "OutputFormat", to_stderr: bool = False) -> None:
 
 
 def _print_warnings(console, warnings: list[str]) -> None:
-    from rich.markup import escape
+    from .render import escape
 
     for w in warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
@@ -697,9 +715,14 @@ def margins(
 ) -> None:
     """TCM margins m+ and m- at pooled-rate targets: what they mean (rates, hard pairs, TCM loss), warnings."""
     progress = _LazyProgress(enabled=not quiet and sys.stderr.isatty())
+    run_dir = None
     try:
         from .config import EvalConfig, parse_memory_size
         from .pipeline import margins_file
+        from .runs import check_out_dir
+
+        if not no_save:
+            check_out_dir(out_dir, name)
 
         kwargs = _range_options(calib, calib_far)
         config = EvalConfig(thresholds=thresholds, beta=beta, epsilon=epsilon, eps_contrast=eps_contrast.value,
@@ -712,7 +735,6 @@ def margins(
             threads=threads, progress=progress,
         )
         progress.stop()
-        run_dir = None
         if not no_save:
             from .runs import save_run
 
@@ -722,7 +744,7 @@ def margins(
         raise _fail(str(exc)) from None
     except KeyboardInterrupt as exc:
         progress.stop()
-        raise _interrupted(exc) from None
+        raise _interrupted(exc, run_dir) from None
     from .margin_advice import pml_line
 
     if fmt is MarginsFormat.pml:
@@ -816,6 +838,9 @@ def thresholds(
 
         if fmt is ViewFormat.markdown and json_path == "-":
             raise OpisError("--format markdown and --json - both write to stdout: write the JSON to a file")
+        from .runs import check_output_path
+
+        check_output_path(json_path, _input_files(input, labels, dev, dev_labels), option="--json")
         kwargs = _range_options(calib, calib_far)
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
                             **kwargs)
@@ -891,6 +916,9 @@ def plot(
     """Draw a saved run (or several): **per-class utility curves**, a comparison, an
     accuracy-vs-consistency plot, or pair-distance distributions."""
     try:
+        from .runs import check_output_path
+
+        check_output_path(out, _input_files(*(runs or [out_dir / "latest"])), option="--out")
         if kind is PlotKind.operating_points:
             from .plot import load_thresholds_report, plot_operating_points
 
@@ -909,13 +937,46 @@ def plot(
     _stderr().print(f"wrote {written}", style="dim")
 
 
+def _input_files(*paths) -> list[Path]:
+    """Every file a command reads from ``paths`` (a run directory stands for the files in it): what
+    no output may overwrite."""
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p)
+        out.append(path)
+        if path.is_dir():
+            out += [f for f in path.iterdir() if f.is_file()]
+    return out
+
+
 def _bug(exc: BaseException) -> None:
-    """An unexpected exception: the traceback for a bug report, and exit code 3."""
+    """An unexpected exception: one line (what failed, where the traceback went) and exit 3.
+
+    The traceback goes to a file, not the terminal: CI logs keep one readable line, and the file
+    is what a bug report needs. If even that file cannot be written, the traceback is printed."""
+    import tempfile
     import traceback
 
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"opis {__version__}: internal error ({type(exc).__name__}); this is a bug in opis-cli, "
-                     "please report it with the traceback above\n")
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames)
+                  if "opis_cli" in f.filename), frames[-1].name if frames else "?")
+    try:
+        fd, path = tempfile.mkstemp(prefix="opis-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"opis {__version__}\nargv: {sys.argv!r}\n\n{text}")
+        saved = f"traceback saved to {path}"
+    except OSError:
+        sys.stderr.write(text)
+        saved = "traceback above"
+    summary = " ".join(str(exc).split())[:200]
+    from .render import escape
+
+    _stderr().print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(summary)} (in {escape(where)});"
+                    f" this is a bug in opis-cli {__version__}, please report it with the {escape(saved)}",
+                    soft_wrap=True)
     sys.exit(EXIT_BUG)
 
 

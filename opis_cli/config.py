@@ -17,6 +17,9 @@ DEFAULT_CALIB_FAR = (0.001, 0.1)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of block working memory
 
 
+MAX_THRESHOLDS = 100_000
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Options that define the figures of an evaluation (see docs/definitions.md).
@@ -63,6 +66,10 @@ class EvalConfig:
             raise ConfigError(f"unknown eps contrast {self.eps_contrast!r}; choose rest or best")
         if not (isinstance(self.thresholds, int) and self.thresholds >= 2):
             raise ConfigError(f"--thresholds must be an integer >= 2, got {self.thresholds!r}")
+        if self.thresholds > MAX_THRESHOLDS:
+            # Checked before any grid exists: a grid of 10^8 values alone is 800 MB, and steps that
+            # fine are below what float32 distances resolve anyway.
+            raise ConfigError(f"--thresholds must be at most {MAX_THRESHOLDS:,}, got {self.thresholds:,}")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ConfigError(f"--beta must be a positive number, got {self.beta!r}")
         if not (0.0 < self.epsilon < 1.0):
@@ -134,8 +141,10 @@ def parse_memory_size(text: str) -> int:
         value = float(num)
     except ValueError:
         raise ConfigError(f"--memory-budget expects a size like 512M or 2G, got {text!r}") from None
-    if unit not in _SIZE_UNITS:
+    if unit not in _SIZE_UNITS or not math.isfinite(value):
         raise ConfigError(f"--memory-budget expects a size like 512M or 2G, got {text!r}")
+    if value * _SIZE_UNITS[unit] > 1 << 50:  # a petabyte: no machine has it, and it would overflow sizes
+        raise ConfigError(f"--memory-budget {text} is more memory than any machine has; give a size like 2G")
     size = int(value * _SIZE_UNITS[unit])
     if size < 16 << 20:
         raise ConfigError(f"--memory-budget must be at least 16M, got {text!r}")

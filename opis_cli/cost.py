@@ -30,7 +30,6 @@ The rule, in order (the first that applies decides):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +95,7 @@ def choose_engine(n: int, d: int, class_sizes: np.ndarray, *, kmax: int, calib_g
     if exact <= max_exact_seconds:
         return EngineChoice("exact", f"estimated {_minutes(exact)} on the reference machine, within {limit}", exact)
     from .approximate import approximate_cost, coverage_problem
+    from .memory import size_option
 
     over = f"estimated {_minutes(exact)} on the reference machine, over {limit}, yet"
     problem = coverage_problem(np.asarray(class_sizes), n, d, approx)
@@ -108,7 +108,7 @@ def choose_engine(n: int, d: int, class_sizes: np.ndarray, *, kmax: int, calib_g
         need = cost["working_bytes"] / 2**30
         return EngineChoice("exact", f"{over} the approximate engine would need {need:.1f} GiB of working memory, "
                                      f"more than --memory-budget {memory_budget / 2**30:.1f} GiB (with --memory-budget "
-                                     f"{math.ceil(need)}G it would take about {_minutes(approximate)})",
+                                     f"{size_option(cost['working_bytes'])} it would take about {_minutes(approximate)})",
                             exact, approximate)
     if approximate * APPROXIMATE_SPEEDUP > exact:
         return EngineChoice("exact", f"{over} the approximate engine would not be clearly faster "

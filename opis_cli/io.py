@@ -17,16 +17,12 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .input_checks import (LABEL_COLUMN_NAMES, check_npy_memory, check_npz_memory, check_table_memory, detect_format,
+                           label_values, labels_format_error, pick_embedding_column, pick_label_column,
+                           require_float32_range, require_regular_file, sniff_format)
 
-LABEL_COLUMN_NAMES = ("label", "labels", "class", "y")
-
-_MAGIC = {
-    b"PAR1": "parquet",
-    b"ARROW1": "arrow",
-    b"\x93NUMPY": "npy",
-    b"PK\x03\x04": "npz",
-    b"PK\x05\x06": "npz",  # an empty zip archive
-}
+__all__ = ["Labels", "InputInfo", "Dataset", "content_hash", "encode_labels", "detect_format", "load_dataset",
+           "as_embedding_matrix", "count_duplicate_rows", "embedding_matrix_from_arrow", "LABEL_COLUMN_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +110,8 @@ def content_hash(embeddings: np.ndarray, labels: Labels) -> str:
 def encode_labels(labels: Any) -> Labels:
     """Encode labels (a pyarrow array, numpy array or sequence of ints/strs) into codes.
 
+    Which values are accepted is one rule for every format: :func:`opis_cli.input_checks.label_values`
+    (integers, strings, whole-number floats as integers; no booleans, NaN or fractions).
     Codes follow label order: integers numerically, strings by code point.
     """
     import pyarrow as pa
@@ -123,18 +121,7 @@ def encode_labels(labels: Any) -> Labels:
     if arr.null_count:
         first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
         raise InputError(f"labels contain {arr.null_count} null value(s) (first at row {first})")
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        arr = arr.dictionary_decode()
-        t = arr.type
-    if pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
-        arr = arr.cast(pa.string())
-        t = arr.type
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        arr = _utf8_labels(arr)
-        t = arr.type
-    if not (pa.types.is_integer(t) or pa.types.is_string(t)):
-        raise InputError(f"labels must be integers or strings, got {t}")
+    arr = label_values(arr)
     encoded = pc.dictionary_encode(arr)
     dictionary = encoded.dictionary
     order = pc.sort_indices(dictionary).to_numpy()
@@ -143,20 +130,6 @@ def encode_labels(labels: Any) -> Labels:
     codes = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)]
     values = dictionary.take(pa.array(order)).to_pylist()
     return Labels(codes=codes, values=values)
-
-
-def _utf8_labels(arr):
-    """Binary labels as strings when every value is valid UTF-8 (writers often store text as binary)."""
-    import pyarrow as pa
-
-    values = arr.to_pylist()
-    for row, raw in enumerate(values):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"labels are byte strings that are not valid UTF-8 (row {row}: {raw[:24]!r}, byte "
-                             f"{exc.start}); store them as integers or text") from None
-    return pa.array([v.decode("utf-8") for v in values], pa.string())
 
 
 def _to_arrow_labels(labels: Any):
@@ -169,18 +142,14 @@ def _to_arrow_labels(labels: Any):
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise InputError(f"labels must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind in "iu":
+    # Numbers and booleans go to Arrow as they are: label_values then judges them exactly as it
+    # judges a Parquet column of the same type.
+    if arr.dtype.kind in "iufb":
         return pa.array(arr)
-    if arr.dtype.kind == "b":
-        return pa.array(arr.astype(np.int64))
     if arr.dtype.kind == "U":
         return pa.array(arr, type=pa.string())
     if arr.dtype.kind == "S":
-        return _utf8_labels(pa.array(arr.tolist(), pa.binary()))
-    if arr.dtype.kind == "f":
-        if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            return pa.array(arr.astype(np.int64))
-        raise InputError("labels must be integers or strings, got non-integral floating-point values")
+        return pa.array(arr.tolist(), pa.binary())
     if arr.dtype.kind == "O":
         try:
             out = pa.array(arr.tolist())
@@ -191,25 +160,6 @@ def _to_arrow_labels(labels: Any):
 
 
 # --------------------------------------------------------------------------- files
-
-def detect_format(path: Path) -> str:
-    """Name the file format from its leading magic bytes (extensions can lie)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory, not a file") from None
-    except PermissionError:
-        raise InputError(f"no permission to read {path}") from None
-    if not head:
-        raise InputError(f"{path} is empty")
-    for magic, fmt in _MAGIC.items():
-        if head.startswith(magic):
-            return fmt
-    raise InputError(
-        f"{path}: unrecognised file format (expected Parquet, Arrow IPC/Feather, .npy or .npz)"
-    )
-
 
 def load_dataset(
     path: str | os.PathLike,
@@ -225,16 +175,16 @@ def load_dataset(
     ----------
     path : Parquet or Arrow IPC/Feather table, ``.npy`` matrix (with ``labels``), or ``.npz``
         holding arrays ``embeddings`` and ``labels``.
-    labels : path to a ``.npy`` label vector; required with a ``.npy`` embeddings file.
+    labels : path to a ``.npy`` label vector (or an ``.npz``: its array ``labels``, else its only
+        array); required with a ``.npy`` embeddings file.
     embedding_col, label_col : table column names; auto-detected when omitted (the single list
         column, and the column named label/labels/class/y).
     group_col : a table column, or an array of an ``.npz``, of group keys (integers or strings).
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file: {p}")
-    if p.is_dir():
-        raise InputError(f"{p} is a directory, not a file")
+    require_regular_file(p)
+    if labels is not None:
+        require_regular_file(Path(labels), "--labels")
     fmt = detect_format(p)
     if fmt in ("parquet", "arrow"):
         if labels is not None:
@@ -248,7 +198,7 @@ def load_dataset(
         if labels is None:
             raise InputError(f"{p} holds only embeddings; pass the labels with --labels labels.npy")
         emb = _load_npy(p, "embeddings")
-        lab = _load_npy(Path(labels), "labels")
+        lab = _load_labels_file(Path(labels))
         return _assemble(emb, lab, InputInfo(path=str(path), format="npy"))
     # npz
     if labels is not None:
@@ -288,33 +238,14 @@ def as_embedding_matrix(emb: Any) -> np.ndarray:
         raise InputError(f"embeddings must be floating point (float16/32/64), got dtype {arr.dtype}")
     if arr.dtype != np.float32:
         if arr.dtype.itemsize > 4:
-            _require_float32_range(arr)
+            require_float32_range(arr)
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported by the preparation pass
             arr = arr.astype(np.float32)
     return arr
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _require_float32_range(arr: np.ndarray, chunk_rows: int = 1 << 16) -> None:
-    """Finite values beyond float32's range would turn into Inf and be reported as a diverged
-    model; say what they are instead (NaN/Inf themselves are reported by the preparation pass)."""
-    for start in range(0, arr.shape[0], chunk_rows):
-        with np.errstate(invalid="ignore"):
-            block = np.abs(np.asarray(arr[start:start + chunk_rows]))
-            over = np.isfinite(block) & (block > _FLOAT32_MAX)
-        if over.any():
-            row = start + int(np.flatnonzero(over.any(axis=1))[0])
-            raise InputError(
-                f"embeddings hold finite values beyond float32's range (|x| up to {float(block[over].max()):.3g}, "
-                f"first at row {row}); computation is in float32: rescale the embeddings"
-            )
-
-
 def _load_npy(path: Path, what: str) -> np.ndarray:
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
+    check_npy_memory(path, what)
     try:
         return np.load(path, mmap_mode="r" if what == "embeddings" else None, allow_pickle=False)
     except ValueError as exc:
@@ -327,26 +258,38 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise InputError(f"{path}: cannot read .npy file (damaged header: {exc.__class__.__name__})") from None
 
 
+def _load_labels_file(path: Path) -> Any:
+    fmt = sniff_format(path)
+    if fmt == "npy":
+        return _load_npy(path, "labels")
+    if fmt != "npz":
+        raise labels_format_error(path, fmt)
+
+    # An .npz given to --labels: its array named 'labels' (the name an .npz input uses), else its
+    # only array (np.savez(f, y) calls it arr_0). With several arrays and none called 'labels',
+    # picking one by length could silently take ids or a split column for the classes: refuse.
+    def choose(names: list[str]) -> list[str]:
+        if "labels" not in names and len(names) != 1:
+            raise InputError(f"--labels {path} holds arrays {', '.join(map(repr, names)) or '(none)'}, none named "
+                             "'labels'; save the labels alone with numpy.save, or name the array 'labels'")
+        return ["labels" if "labels" in names else names[0]]
+
+    return next(iter(_npz_arrays(path, choose).values()))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _load_npz(path: Path, shown: str, group_col: str | None = None) -> Dataset:
-    groups = None
+def _npz_arrays(path: Path, choose) -> dict[str, np.ndarray]:
+    """The arrays ``choose(names in the archive)`` names, each checked for size before numpy
+    decompresses it."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            missing = [k for k in ("embeddings", "labels") + ((group_col,) if group_col else ()) if k not in names]
-            if missing:
-                raise InputError(
-                    f"{path}: .npz must hold arrays 'embeddings' and 'labels'; "
-                    f"missing {', '.join(missing)} (found: {', '.join(names) or 'none'})"
-                )
-            emb = archive["embeddings"]
-            lab = archive["labels"]
-            if group_col:
-                groups = archive[group_col]
+            wanted = choose(list(archive.files))
+            check_npz_memory(path, wanted)
+            return {name: archive[name] for name in wanted}
     except InputError:
         raise
     except ValueError as exc:
@@ -355,8 +298,20 @@ def _load_npz(path: Path, shown: str, group_col: str | None = None) -> Dataset:
         raise InputError(f"{path}: cannot read .npz file ({exc})") from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
         raise InputError(f"{path}: cannot read .npz file ({exc.__class__.__name__}: {exc})") from None
-    dataset = _assemble(emb, lab, InputInfo(path=shown, format="npz"))
-    return _with_groups(dataset, groups, group_col) if group_col else dataset
+
+
+def _load_npz(path: Path, shown: str, group_col: str | None = None) -> Dataset:
+    def choose(names: list[str]) -> list[str]:
+        wanted = ["embeddings", "labels"] + ([group_col] if group_col else [])
+        missing = [k for k in wanted if k not in names]
+        if missing:
+            raise InputError(f"{path}: .npz must hold arrays 'embeddings' and 'labels'; "
+                             f"missing {', '.join(missing)} (found: {', '.join(names) or 'none'})")
+        return wanted
+
+    arrays = _npz_arrays(path, choose)
+    dataset = _assemble(arrays["embeddings"], arrays["labels"], InputInfo(path=shown, format="npz"))
+    return _with_groups(dataset, arrays[group_col], group_col) if group_col else dataset
 
 
 def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str | None,
@@ -365,10 +320,12 @@ def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str 
 
     try:
         schema = _read_schema(path, fmt)
-        emb_name = _pick_embedding_column(schema, embedding_col)
-        lab_name = _pick_label_column(schema, label_col, exclude=emb_name)
+        emb_name = pick_embedding_column(schema, embedding_col)
+        lab_name = pick_label_column(schema, label_col, exclude=emb_name)
         if group_col is not None and group_col not in schema.names:
             raise InputError(f"no column {group_col!r} for --group-col; available columns: {', '.join(schema.names)}")
+        if fmt == "parquet":
+            check_table_memory(path, emb_name, schema=schema)
         table = _read_columns(path, fmt, list(dict.fromkeys([emb_name, lab_name] + ([group_col] if group_col else []))))
     except InputError:
         raise
@@ -379,6 +336,8 @@ def _load_table(path: Path, fmt: str, embedding_col: str | None, label_col: str 
     if table.num_rows == 0:
         raise InputError(f"{path}: the table has 0 rows")
     column = table.column(emb_name)
+    if fmt == "arrow":  # memory-mapped, so only now are the sizes known without a read
+        check_table_memory(path, emb_name, mapped=column)
     emb = embedding_matrix_from_arrow(column, emb_name)
     info = InputInfo(path=str(path), format=fmt, embedding_column=emb_name, label_column=lab_name,
                      dtype=_stored_float_type(column.type))
@@ -442,53 +401,6 @@ def _read_columns(path: Path, fmt: str, columns: list[str]):
 
     source = pa.memory_map(str(path), "r")
     return pa.ipc.open_file(source).read_all().select(columns)
-
-
-def _is_list_type(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _pick_embedding_column(schema, requested: str | None) -> str:
-    names = list(schema.names)
-    if requested is not None:
-        if requested not in names:
-            raise InputError(f"no column {requested!r}; available columns: {', '.join(names)}")
-        if not _is_list_type(schema.field(requested).type):
-            raise InputError(
-                f"column {requested!r} has type {schema.field(requested).type}; "
-                "the embedding column must be a list of floats"
-            )
-        return requested
-    candidates = [f.name for f in schema if _is_list_type(f.type)]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise InputError(
-            f"no list column to use as embeddings; available columns: {', '.join(names)} "
-            "(store embeddings as a list<float> column)"
-        )
-    raise InputError(
-        f"several list columns ({', '.join(candidates)}); choose one with --embedding-col"
-    )
-
-
-def _pick_label_column(schema, requested: str | None, exclude: str) -> str:
-    names = list(schema.names)
-    if requested is not None:
-        if requested not in names:
-            raise InputError(f"no column {requested!r}; available columns: {', '.join(names)}")
-        return requested
-    found = [n for n in names if n.lower() in LABEL_COLUMN_NAMES and n != exclude]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise InputError(
-            f"no label column (looked for {'/'.join(LABEL_COLUMN_NAMES)}); "
-            f"choose one with --label-col; available columns: {', '.join(names)}"
-        )
-    raise InputError(f"several label columns ({', '.join(found)}); choose one with --label-col")
 
 
 def embedding_matrix_from_arrow(column, name: str = "embedding") -> np.ndarray:

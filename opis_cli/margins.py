@@ -258,7 +258,7 @@ def margins_section(
                       progress=stage("margins: positive pairs"))
     # Negatives: the grid cut above the largest candidate FAR (and any given m-), all pairs.
     top_far = min(1.0, max(CANDIDATE_FACTORS) * far)
-    cut = _upper_edge_index(p, full, top_far, threads)
+    cut = max(_upper_edge_index(p, full, top_far, threads), 1)  # a grid of at least two edges
     if given_t:  # the cut grid must reach a given m- as well, every grid value below it an edge
         t_given = min(max(given_t[1], 0.0), 2.0)
         cut = max(cut, int(np.searchsorted(full, t_given)))

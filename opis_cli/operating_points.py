@@ -101,6 +101,9 @@ def operating_points(
     if threshold is not None and not (span_lo <= threshold <= span_hi):
         raise ConfigError(f"--threshold {threshold:g} lies outside the {config.metric} distance span "
                           f"[{span_lo:g}, {span_hi:g}]")
+    if dev is not None and dev.d != dataset.d:
+        raise InputError(f"--dev has {dev.d}-dimensional embeddings but the input has {dataset.d}: a threshold "
+                         "chosen on one model's distances means nothing for another's; embed both with the same model")
     stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
     p, sizes = _prepare(dataset, config)
 

@@ -443,6 +443,14 @@ def _evaluate_approximate(dataset, config, prepared, digest, sizes, used, engine
     if opts.index != engine:
         opts = dataclasses.replace(opts, index=engine)
     n = prepared.n
+    from .approximate import approximate_cost
+    from .memory import require, size_option
+
+    # What the run holds whatever the block size (sampled counts per class and group, k-NN state):
+    # checked before the index is built, as --index auto does before choosing it.
+    need = approximate_cost(n, prepared.d, sizes, max(config.k), opts, config.calib_far[1], memory_budget)
+    require(need["working_bytes"], what=f"the approximate engine on {int((sizes >= 2).sum()):,} classes",
+            budget=memory_budget, advice=f"pass --memory-budget {size_option(need['working_bytes'])} or --index exact")
     anchors = int(min(n, max(500, 2e9 / n)))
     t1 = time.perf_counter()
     if config.calib is not None:

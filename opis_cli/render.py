@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
-from rich.markup import escape
+from rich.markup import escape as _rich_escape
 from rich.table import Table
 
 from .advice_markdown import best_threshold_cells, json_key
 from .report import Report
+
+
+def escape(value) -> str:
+    """Text from the data (labels, names, file names) as inert terminal text: control characters
+    (an ESC that would clear the screen, a newline that would forge a line) shown as escapes, and
+    rich markup ("[bold red]") shown literally."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return _rich_escape(text)
 
 
 def report_tables(report: Report, worst: int = 10) -> Group:
@@ -19,7 +29,7 @@ def report_tables(report: Report, worst: int = 10) -> Group:
         style = "bold cyan" if name.startswith(("OPIS", "eps-OPIS", "Recall")) else None
         summary.add_row(name, value, style=style)
     if report.input.get("path"):
-        summary.add_row("input", str(report.input["path"]))
+        summary.add_row("input", escape(report.input["path"]))
     parts = [summary]
     if worst > 0:
         table = Table(title=f"worst classes (lowest mean utility; eps-worst set = {len(report.worst)})",
@@ -31,7 +41,7 @@ def report_tables(report: Report, worst: int = 10) -> Group:
         table.add_column("share of OPIS", justify="right")
         for row in report.worst_classes(worst):
             share = row["opis_contribution"] / report.opis if report.opis > 0 else 0.0
-            table.add_row(str(row["label"]), f"{row['size']:,}", f"{row['mean_utility']:.4f}",
+            table.add_row(escape(row["label"]), f"{row['size']:,}", f"{row['mean_utility']:.4f}",
                           f"{row['opis_contribution']:.3g}", f"{share:.1%}",
                           style="red" if row["in_worst_eps"] else None)
         parts.append(table)
@@ -57,13 +67,13 @@ def tar_at_far_table(section: dict) -> Table:
 def groups_table(section: dict, top: int = 10) -> Table:
     """OPIS and eps-OPIS across groups, and the groups with the lowest mean utility."""
     eps = section["eps_opis"]
-    title = (f"groups ({section['column']}): OPIS {section['opis']:.6g}, eps-OPIS "
+    title = (f"groups ({escape(section['column'])}): OPIS {section['opis']:.6g}, eps-OPIS "
              f"{'-' if eps is None else f'{eps:.6g}'} over {section['groups_used']} of {section['groups']} groups")
     table = Table(title=title, title_justify="left")
     for col in ("group", "positive pairs", "negative pairs", "mean utility", "OPIS contribution"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for row in sorted(section["rows"], key=lambda r: r["mean_utility"])[:max(top, 1)]:
-        table.add_row(str(row["group"]), f"{row['positive_pairs']:,}", f"{row['negative_pairs']:,}",
+        table.add_row(escape(row["group"]), f"{row['positive_pairs']:,}", f"{row['negative_pairs']:,}",
                       f"{row['mean_utility']:.4f}", f"{row['opis_contribution']:.3g}",
                       style="red" if row["in_worst_eps"] else None)
     return table
@@ -206,11 +216,11 @@ def thresholds_tables(report: dict, top: int = 10) -> Group:
         parts.append(tar_at_far_table(report["tar_at_far"]))
     if report.get("groups"):
         sec = report["groups"]
-        grp = Table(title=f"groups ({sec['column']}) at the global threshold, lowest utility first",
+        grp = Table(title=f"groups ({escape(sec['column'])}) at the global threshold, lowest utility first",
                     title_justify="left")
         for col in ("group", "FAR", "FRR", "utility"):
             grp.add_column(col, justify="left" if col == "group" else "right")
         for r in sorted(sec["rows"], key=lambda r: r["utility"])[:top]:
-            grp.add_row(str(r["group"]), f"{r['far']:.4g}", f"{r['frr']:.4f}", f"{r['utility']:.4f}")
+            grp.add_row(escape(r["group"]), f"{r['far']:.4g}", f"{r['frr']:.4f}", f"{r['utility']:.4f}")
         parts.append(grp)
     return Group(*parts)

@@ -1,157 +1,152 @@
-"""Run directories and atomic file output.
+"""Run directories: where runs go, checking where outputs will be written, and reading runs back.
 
 A run is saved as ``<out_dir>/runs/<name>/`` holding report.json, curves.parquet,
 distributions.parquet (whole-span pair-distance histograms, for plots) and run.json (timings,
-command line: the things that may differ between identical runs). The directory is
-filled under a temporary name and renamed into place, then ``<out_dir>/latest`` is switched to
-it, so a reader never sees a half-written run and an interrupted run leaves ``latest`` alone.
+command line: the things that may differ between identical runs). Saving (atomic files, the
+staging directory renamed into place, the ``latest`` switch with signals held, cleaning the
+leftovers of killed runs) lives in :mod:`opis_cli.run_store` and is re-exported here.
+
+The checks a command makes before any work, so that a long evaluation is never lost to an output
+it cannot write: :func:`check_out_dir` (the run directory, ``latest`` and ``--name``) and
+:func:`check_output_path` (each output file, e.g. ``--json``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError, OpisError
+from .errors import ConfigError, InputError
+from .run_store import (  # noqa: F401  (re-exported: the saving API has always been opis_cli.runs's)
+    DEFAULT_OUT_DIR,
+    DeferredSignals,
+    InterruptedAfterSave,
+    atomic_write,
+    atomic_write_text,
+    clean_leftovers,
+    default_run_name,
+    save_run,
+)
 
 if TYPE_CHECKING:
     from .distributions import DistanceDistributions
 
-DEFAULT_OUT_DIR = ".opis"
+
+# ----------------------------------------------------------------------------- checks before any work
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
-def _fsync_dir(path: Path) -> None:
+def _name_max(directory: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return os.pathconf(_nearest_existing(directory), "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no limit reported
+        return 255
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see all or nothing.
+def check_run_name(name: str, runs: str | os.PathLike) -> None:
+    """Refuse (ConfigError) a run name that cannot be a directory name in ``runs``: empty, with a
+    '/', starting with '.' (hidden, and the prefix of opis's temporary names), with control or
+    unprintable characters, or longer than the file system allows (PC_NAME_MAX bytes; the staging
+    and temporary names do not contain the run name, so the whole limit is available)."""
+    if not name:
+        raise ConfigError("the run name is empty")
+    if not name.isprintable():  # newlines, escapes, undecodable bytes (surrogates) in argv
+        raise ConfigError(f"the run name {name!r} contains a character that cannot be shown; use letters, digits, "
+                          "'-', '_' and '.'")
+    if "/" in name or (os.altsep and os.altsep in name):
+        raise ConfigError(f"the run name {name!r} contains '/': a run name is one directory name, not a path")
+    if name.startswith("."):
+        raise ConfigError(f"the run name {name!r} starts with '.': such names are hidden and kept for temporary files")
+    size, limit = len(os.fsencode(name)), _name_max(Path(runs))
+    if size > limit:
+        raise ConfigError(f"the run name is {size} bytes long; the file system allows at most {limit}")
 
-    A target that exists and is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is
-    written in place: renaming over it would replace a device node with a file (as root, it would
-    destroy ``/dev/null`` for the whole machine), and such targets have no half-written state.
+
+def _check_dir_usable(path: Path) -> None:
+    """``path`` is a writable directory, or can be created as one (its nearest existing ancestor is
+    a writable directory). The messages keep "cannot create run directory", which scripts match."""
+    existing = _nearest_existing(path)
+    if existing == path:
+        if not path.is_dir():
+            raise InputError(f"cannot save runs in {path}: it is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"cannot save runs in {path}: no permission to write in it")
+    elif not existing.is_dir():
+        raise InputError(f"cannot create run directory {path}: {existing} is not a directory")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create run directory {path}: no permission to write in {existing}")
+
+
+def check_out_dir(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, name: str | None = None) -> None:
+    """Refuse, before any work, an output directory a run could not be saved in.
+
+    Raises :class:`~opis_cli.errors.InputError` (exit 2, one line) when ``out_dir`` or
+    ``out_dir/runs`` is not a writable directory and cannot be created as one, or when
+    ``out_dir/latest`` is something opis must not replace (a real directory, a FIFO...: only a
+    symbolic link, or the one-line file written where symbolic links are unavailable, is ours);
+    :class:`~opis_cli.errors.ConfigError` when ``name`` (None: a default name, always valid) is not
+    a valid run name or is taken. Creates and changes nothing. :func:`save_run` makes the same
+    checks, but only after the work.
     """
-    target = Path(path)
-    if target.exists() and not target.is_file():
-        if target.is_dir():
-            raise OpisError(f"cannot write {target}: it is a directory")
-        try:
-            write(target)
-        except OSError as exc:
-            raise OpisError(f"cannot write {target}: {exc.strerror or exc}") from None
-        return target
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except FileNotFoundError:
-        raise OpisError(f"cannot write {target}: directory {directory} does not exist") from None
-    except PermissionError:
-        raise OpisError(f"cannot write {target}: no permission to write in {directory}") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; an output file gets the permissions any new file would get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    except BaseException as exc:
-        tmp_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OpisError(f"cannot write {target}: {exc.strerror or exc}") from None
-        raise
-    _fsync_dir(directory)
-    return target
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def default_run_name(input_path: str | None) -> str:
-    stem = Path(input_path).stem if input_path else "array"
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "run"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}"
-
-
-def save_run(report, out_dir: str | os.PathLike = DEFAULT_OUT_DIR, name: str | None = None,
-             extra: dict | None = None) -> Path:
-    """Write ``report`` as a run directory under ``out_dir/runs`` and point ``out_dir/latest`` at it."""
-    import pyarrow.parquet as pq
-
     root = Path(out_dir)
     runs = root / "runs"
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OpisError(f"cannot create run directory {runs}: {exc.strerror or exc}") from None
-    base = name or default_run_name(report.input.get("path"))
-    if "/" in base or base in (".", ".."):
-        raise OpisError(f"invalid run name {base!r}")
-    final = runs / base
-    suffix = 2
-    while final.exists():
-        if name is not None:
-            raise OpisError(f"run {final} already exists; choose another --name")
-        final = runs / f"{base}-{suffix}"
-        suffix += 1
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=runs))
-    except OSError as exc:
-        raise OpisError(f"cannot write in {runs}: {exc.strerror or exc}") from None
-    try:
-        atomic_write_text(staging / "report.json", report.to_json())
-        table = report.curves_table()
-        atomic_write(staging / "curves.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
-        if report.distributions is not None:
-            dist = report.distributions.to_table()
-            atomic_write(staging / "distributions.parquet", lambda p: pq.write_table(dist, p, compression="zstd"))
-        meta = {"name": final.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "timings": report.timings, **(extra or {})}
-        atomic_write_text(staging / "run.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.rename(staging, final)
-    except BaseException:
-        for child in staging.glob("*"):
-            child.unlink(missing_ok=True)
-        staging.rmdir()
-        raise
-    _fsync_dir(runs)
-    _point_latest(root, final)
-    return final
+    _check_dir_usable(runs)
+    latest = root / "latest"
+    if os.path.lexists(latest) and not latest.is_symlink() and not latest.is_file():
+        what = "a directory" if latest.is_dir() else "a special file"
+        raise InputError(f"cannot save runs in {root}: {latest} is {what}, not the link to the latest run "
+                         "(move it away)")
+    if name is not None:
+        check_run_name(name, runs)
+        if os.path.lexists(runs / name):
+            raise ConfigError(f"a run named {name} already exists in {runs} (choose another --name)")
 
 
-def _point_latest(root: Path, run_dir: Path) -> None:
-    link = root / "latest"
-    rel = os.path.relpath(run_dir, root)
-    tmp = root / f".latest.{os.getpid()}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(rel, tmp)
-        os.replace(tmp, link)
-    except OSError:
-        # No symlinks (some Windows setups): a one-line file naming the run directory.
-        atomic_write_text(link, rel + "\n")
-    _fsync_dir(root)
+def check_output_path(path: str | os.PathLike | None, inputs=(), *, option: str | None = None) -> None:
+    """Refuse (InputError, exit 2), before any work, an output file that would destroy an input or
+    that cannot be written.
+
+    ``path`` is refused when it is the same file as one of ``inputs`` (``os.path.samefile`` when
+    both exist, so hard links and symbolic links count; otherwise the resolved paths), when it is
+    a directory, or when its directory does not exist, is not a directory or is not writable.
+    ``None`` and ``"-"`` (standard output) pass, as do existing non-regular files such as
+    ``/dev/null``, which are written in place. ``inputs`` may hold None (an absent option).
+    ``option`` (e.g. ``"--json"``) starts the message: "--json nodir/r.json: the directory nodir
+    does not exist".
+    """
+    if path is None or str(path) == "-":
+        return
+    target = Path(path)
+    shown = f"{option} {path}" if option else str(path)
+    if target.is_dir():
+        raise InputError(f"{shown}: it is a directory")
+    for source in inputs:
+        if source is None or str(source) == "-":
+            continue
+        if os.path.exists(target) and os.path.exists(source):
+            same = os.path.samefile(target, source)
+        else:
+            same = target.resolve() == Path(source).resolve()
+        if same:
+            raise InputError(f"{shown}: it is the input {source}; writing there would destroy it")
+    if target.exists() and not target.is_file():
+        return
+    parent = target.parent
+    if not os.path.lexists(parent):
+        raise InputError(f"{shown}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"{shown}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{shown}: no permission to write in the directory {parent}")
 
 
 def resolve_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLike = DEFAULT_OUT_DIR) -> Path:
@@ -193,11 +188,23 @@ class SavedRun:
                    mean_curve=report.mean_curve, labels=list(report.labels), distributions=report.distributions)
 
 
+JSON_BYTES_PER_FILE_BYTE = 12
+
+
 def load_report_json(path: Path) -> dict:
     """A report.json as a dict, after checking that it is one this version can read and that
     every figure a verdict reads lies in its domain (opis_cli.report_checks)."""
+    from .memory import require
     from .report_checks import check_report
 
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror}") from None
+    # Python's json holds about 11 bytes per byte of a report (floats and lists as objects):
+    # measured 5.5 GB for a 500 MB file. Checked before reading, not after.
+    require(JSON_BYTES_PER_FILE_BYTE * size, what=f"reading {path} ({size / 2**20:,.0f} MiB)",
+            advice="this is not a report opis wrote for a realistic class count; check the file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:

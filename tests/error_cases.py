@@ -428,6 +428,45 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--thresholds", "1"]
 
 
+@case("thresholds-too-many", "--thresholds so large the grid alone would fill memory", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--thresholds", "100000000", "--no-save"]
+
+
+@case("thresholds-over-budget", "A threshold grid whose per-class counts exceed --memory-budget", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--thresholds", "100000", "--memory-budget", "16M", "--threads", "2",
+            "--calib", "0.2:1.2", "--no-save"]
+
+
+@case("memory-budget-not-finite", "--memory-budget inf (or nanM)", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--memory-budget", "inf"]
+
+
+@case("seed-negative", "--seed below 0", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--seed", "-1", "--index", "ivf"]
+
+
+@case("approximate-over-budget", "The approximate engine would need more working memory than --memory-budget",
+      section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--index", "ivf", "--memory-budget", "64M", "--no-save"]
+
+
+@case("one-dimensional", "One-dimensional embeddings: every cosine distance is 0 or 2", section="values")
+def _(d):
+    x, y = _rows(d=1)
+    return ["evaluate", _parquet(d / "d1.parquet", x, y), "--no-save"]
+
+
+@case("dev-other-dimension", "opis thresholds --dev from a model of another dimension", section="options")
+def _(d):
+    x, y = _rows(d=5, seed=1)
+    return ["thresholds", _valid_parquet(d), "--dev", _parquet(d / "dev.parquet", x, y), "--target-far", "0.05"]
+
+
 @case("epsilon-outside", "--epsilon outside (0, 1)", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--epsilon", "1.2"]
@@ -629,3 +668,10 @@ def run_case(c: Case, d: Path) -> Outcome:
 
     command = "opis " + " ".join(shlex.quote(shown(a)) for a in args)
     return Outcome(command, result.returncode, shown(result.stdout), shown(result.stderr))
+
+
+# Cases by area, in their own modules (each registers with `case` above; imported last so that
+# the registry and the helpers exist).
+import error_cases_io  # noqa: E402,F401
+import error_cases_saving  # noqa: E402,F401
+import error_cases_dask  # noqa: E402,F401

@@ -6,7 +6,9 @@ so "bounded memory" and "no hang" are checked too; standalone for a longer sessi
     python tests/fuzz_inputs.py --examples 2000 --memory-gib 4
 
 Inputs (hypothesis strategies): random bytes behind each accepted magic number, and valid
-Parquet / NPY / NPZ / report JSON files with bytes flipped, cut, repeated or inserted. Every
+Parquet / NPY / NPZ / report JSON files with bytes flipped, cut, repeated or inserted; and valid
+reports hand-edited (a value at any key path replaced by another type, an out-of-domain number,
+a huge integer, deep nesting, markup, or removed) for gate, compare and plot. Every
 example runs the real command function in-process (``opis_cli.cli.main``) with its stderr and
 stdout captured; any exception other than the exit is a failure (a traceback for a user).
 """
@@ -129,6 +131,67 @@ def check(kind: str, data: bytes, d: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), f"not one error line for {args}:\n{err[-2000:]}"
 
 
+def json_paths(obj, prefix=(), depth=0) -> list[tuple]:
+    """Every key path of a report (lists: their first two items), to depth 5."""
+    out = [prefix] if prefix else []
+    if depth >= 5:
+        return out
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += json_paths(v, prefix + (k,), depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:2]):
+            out += json_paths(v, prefix + (i,), depth + 1)
+    return out
+
+
+def edit_report(report: dict, path: tuple, value, delete: bool) -> dict:
+    """A copy of ``report`` with the value at ``path`` replaced by ``value`` (or removed)."""
+    import copy
+
+    out = copy.deepcopy(report)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return out
+
+
+def check_report_edit(report: dict, path: tuple, value, delete: bool, command: str, d: Path) -> None:
+    """gate, compare or plot on a hand-edited report (a type, a domain, a key removed): it passes,
+    or exits 2 with one line; never a traceback or exit 1/3."""
+    import json
+
+    base = d / "base.json"
+    if not base.exists():
+        base.write_text(json.dumps(report))
+    edited = d / "edited.json"
+    # Values Python's json cannot write (a 5,000-digit integer, 3,000 levels of nesting) go in as
+    # text, as a hand-edited file would have them.
+    text = json.dumps(edit_report(report, path, value, delete))
+    text = text.replace('"__BIGINT__"', "1" + "0" * 5000).replace('"__DEEP__"', "[" * 3000 + "0" + "]" * 3000)
+    edited.write_text(text)
+    args = {"gate": ["gate", str(edited), "--baseline", str(base), "--max-opis-increase", "1", "--max-opis", "1",
+                     "--on-mismatch", "warn"],
+            "compare": ["compare", str(base), str(edited), "--format", "json"],
+            "plot": ["plot", str(edited), "--kind", "pareto", "--out", str(d / "out.png")]}[command]
+    signal.alarm(PER_EXAMPLE_SECONDS)
+    try:
+        code, out, err = run_cli(args)
+    finally:
+        signal.alarm(0)
+    if code in (0, 1) and command == "gate":  # a gate may pass or fail on edited figures that are valid
+        return
+    if code == 0:
+        return
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit {code} for {args} at {path}={value!r}: {err[-2000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"not one error line for {args}:\n{err[-2000:]}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=200)
@@ -154,6 +217,15 @@ def main(argv=None) -> int:
         lambda t: ("parquet" if t[0] != b"{" else "report", t[0] + t[1]))
     npy_random = st.binary(max_size=512).map(lambda b: ("npy", b"\x93NUMPY\x01\x00" + b))
 
+    import json
+
+    report = json.loads(files["report"])
+    paths = json_paths(report)
+    values = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(),
+                       st.text(max_size=12), st.just([]), st.just({}), st.just("[bold red]x[/]"),
+                       st.just("__BIGINT__"), st.just("__DEEP__"), st.just(-1), st.just(1e300))
+    edits = st.tuples(st.sampled_from(paths), values, st.booleans(), st.sampled_from(["gate", "compare", "plot"]))
+
     @seed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
@@ -162,7 +234,16 @@ def main(argv=None) -> int:
         kind, data = example
         check(kind, data, tmp)
 
+    @seed(args.seed)
+    @settings(max_examples=args.examples // 4, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(edits)
+    def fuzz_reports(edit):
+        path, value, delete, command = edit
+        check_report_edit(report, path, value, delete, command, tmp)
+
     fuzz()
+    fuzz_reports()
     print(f"fuzz: {args.examples} examples, every one succeeded or exited 2 with one line")
     return 0
 

@@ -214,3 +214,17 @@ def test_help_imports_no_heavy_library():
                               text=True, check=True)
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
         assert not imported & {"numpy", "numba", "faiss", "pyarrow", "matplotlib", "scipy"}, args
+
+
+def test_labels_reach_the_terminal_inert(tmp_path):
+    # A label that would clear the screen, one that is rich markup, one with a newline: shown as
+    # text, never executed (issue 15).
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(["\x1b[2Jclear", "[bold red]x[/]", "two\nlines", "plain"]), 12)
+    x = rng.normal(size=(4, 8))[np.repeat(np.arange(4), 12)] + 0.8 * rng.normal(size=(48, 8))
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "y.npy", labels)
+    out = run("evaluate", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--no-save", "--calib", "0.2:1.2",
+              "--epsilon", "0.75", cwd=tmp_path, check_code=0).stdout
+    assert "\x1b" not in out and "\\x1b[2Jclear" in out
+    assert "[bold red]x[/]" in out and "two\\nlines" in out

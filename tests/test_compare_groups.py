@@ -275,11 +275,13 @@ def test_json_table_and_markdown(base):
 def test_group_by_through_the_cli(tmp_path):
     from test_cli import SAMPLE, assert_user_error, run
 
+    from opis_cli.config import EvalConfig
+
     out = tmp_path / ".opis"
-    for arm, model in (("a", "model_a"), ("b", "model_b")):
+    for arm, model in (("a", "model_a"), ("b", "model_b")):  # runs saved in-process: the CLI is tested below
+        report = opis_cli.evaluate_file(SAMPLE / f"{model}.parquet", config=EvalConfig(calib_far=(0.001, 0.1)))
         for seed in (0, 1):
-            run("evaluate", SAMPLE / f"{model}.parquet", "--calib-far", "0.001:0.1", "--name", f"{arm}-s{seed}",
-                "--out-dir", out, "-q", check_code=0)
+            opis_cli.save_run(report, out, f"{arm}-s{seed}")
     dirs = [out / "runs" / n for n in ("a-s0", "a-s1", "b-s0", "b-s1")]
     data = json.loads(run("compare", *dirs, "--group-by", r"^(\w)-s\d$", "--format", "json", check_code=0).stdout)
     assert data["order"] == ["a", "b"] and data["groups"]["b"]["runs"] == ["b-s0", "b-s1"]

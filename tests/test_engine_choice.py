@@ -115,7 +115,19 @@ def test_a_crash_exits_3_never_1():
             "from opis_cli.cli import main\nmain()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
-    assert "planted bug" in proc.stderr and "this is a bug in opis-cli" in proc.stderr
+    # One line: what failed and where the traceback went; the traceback is in that file.
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "RuntimeError: planted bug" in lines[0] and "this is a bug in opis-cli" in lines[0]
+    import re
+    from pathlib import Path
+
+    path = Path(re.search(r"traceback saved to (\S+opis-crash-\S+\.txt)", lines[0]).group(1))
+    try:
+        saved = path.read_text()
+        assert "Traceback (most recent call last)" in saved and "planted bug" in saved
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def test_an_approximate_run_over_the_memory_budget_stays_exact_and_says_what_would_allow_it():

@@ -133,3 +133,14 @@ def test_device_targets_are_written_in_place_never_replaced():
     with pytest.raises(OpisError, match="No space left on device"):
         atomic_write_text("/dev/full", "{}\n")
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_a_report_too_big_for_the_machine_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from opis_cli.errors import ConfigError
+    from opis_cli.runs import load_report_json
+
+    path = tmp_path / "big.json"
+    path.write_text("[" + "1.0," * 300_000 + "1.0]")  # 1.2 MB: needs ~14 MB parsed
+    monkeypatch.setenv("OPIS_AVAILABLE_MEMORY", str(8 << 20))
+    with pytest.raises(ConfigError, match="reading .*big.json"):
+        load_report_json(path)

@@ -223,3 +223,14 @@ def test_thresholds_markdown_through_the_cli(tmp_path):
     proc = run("thresholds", SAMPLE / "model_a.parquet", "--target-far", "0.01", "--format", "markdown",
                "--json", "-")
     assert proc.returncode == 2 and "--json -" in proc.stderr
+
+
+def test_a_dev_set_of_another_dimension_is_refused():
+    x, y = _data(1, n=60)
+    xd, yd = _data(2, n=60, d=7)
+    ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
+    dev = Dataset(xd, encode_labels(yd), InputInfo(None, "array"))
+    from opis_cli.errors import InputError
+
+    with pytest.raises(InputError, match="--dev has 7-dimensional embeddings but the input has 12"):
+        operating_points(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02)
