@@ -10,6 +10,13 @@ machine is noisy. Peak RSS is the process's high-water mark after the engine run
     python benchmarks/bench_engine.py --n 100000 --d 128 --classes 1000 --repeats 1
     python benchmarks/bench_engine.py --naive 8000     # also time a naive all-pairs baseline
     python benchmarks/bench_engine.py --smoke          # seconds; used by the test suite
+    python benchmarks/bench_engine.py --end-to-end     # the CLI as a user runs it (issue 16's targets)
+
+``--end-to-end`` writes the data to a Parquet file (with a ``group`` column of 20 groups) and
+times the real ``opis`` command in child processes, interleaved with the floor, each run's wall
+time and peak RSS (os.wait4): ``opis evaluate`` at the pinned range, with ``--group-col``, with the
+default ``--calib-far``, and ``opis margins`` at the pinned range. It prints the end-to-end pair
+rate as a ratio of the floor's, and each variant's time as a ratio of the pinned evaluate's.
 """
 
 from __future__ import annotations
@@ -73,6 +80,68 @@ def naive_baseline(x: np.ndarray, codes: np.ndarray, edges: np.ndarray) -> float
     return time.perf_counter() - t
 
 
+def _timed_cli(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one ``opis`` child process."""
+    import os
+    import subprocess
+
+    opis = Path(sys.executable).parent / "opis"
+    t = time.perf_counter()
+    proc = subprocess.Popen([str(opis), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"opis {' '.join(args)} failed ({proc.returncode}): {err[-500:]}")
+    return wall, usage.ru_maxrss / 2**20
+
+
+def end_to_end(args, x, codes, p, lo: float, hi: float, pairs: int) -> dict:
+    """The CLI variants of the module docstring, interleaved with the floor, medians of repeats."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = Path(tempfile.mkdtemp(prefix="opis-bench-"))
+    data = tmp / "data.parquet"
+    groups = np.random.default_rng(2).integers(0, 20, len(codes))
+    pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+                             "label": pa.array(codes), "group": pa.array(groups)}), data)
+    common = ["--no-save", "-q", "--memory-budget", f"{args.memory_budget >> 20}M"]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    pinned = ["--calib", f"{lo:.6f}:{hi:.6f}"]
+    variants = {
+        "evaluate_pinned": ["evaluate", str(data), *pinned, *common],
+        "evaluate_group_col": ["evaluate", str(data), *pinned, "--group-col", "group", *common],
+        "evaluate_calib_far": ["evaluate", str(data), *common],
+        "margins_pinned": ["margins", str(data), *pinned, *common],
+    }
+    _timed_cli(variants["evaluate_pinned"])  # warm-up: numba cache, page cache
+    walls = {k: [] for k in variants}
+    rss = dict.fromkeys(variants, 0.0)
+    floors = []
+    for _ in range(args.repeats):
+        floors.append(floor_pass(p.x, args.memory_budget))
+        for name, argv in variants.items():
+            wall, peak = _timed_cli(argv)
+            walls[name].append(wall)
+            rss[name] = max(rss[name], peak)
+    floor_s = statistics.median(floors)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    base = med["evaluate_pinned"]
+    return {
+        "floor_seconds": round(floor_s, 3),
+        "seconds": {k: round(v, 3) for k, v in med.items()},
+        "end_to_end_ratio": round(floor_s / base, 3),  # pair rate of `opis evaluate` / floor's
+        "relative_to_evaluate": {k: round(v / base, 3) for k, v in med.items()},
+        "peak_rss_gib": {k: round(v, 3) for k, v in rss.items()},
+        "pairs": pairs,
+    }
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40000)
@@ -86,6 +155,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--naive", type=int, default=0, help="also time the naive baseline at this N")
     ap.add_argument("--json", default=None, help="write the results as JSON to this path")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (for the test suite)")
+    ap.add_argument("--end-to-end", action="store_true", help="also time the opis CLI end to end (docstring)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.n, args.d, args.classes, args.repeats = 3000, 32, 50, 1
@@ -121,6 +191,11 @@ def main(argv=None) -> dict:
         "machine": f"{platform.machine()}, {available_cores()} cores, {platform.processor() or 'cpu'}",
         "numpy": np.__version__,
     }
+    if args.end_to_end:
+        result["end_to_end"] = e2e = end_to_end(args, x, codes, p, float(lo), float(hi), pairs)
+        print(f"  end to end: opis evaluate (pinned) at {e2e['end_to_end_ratio']:.3f} of the floor's pair rate; "
+              f"relative to it: " + ", ".join(f"{k} {v:.2f}x" for k, v in e2e["relative_to_evaluate"].items()))
+        print("  peak RSS (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in e2e["peak_rss_gib"].items()))
     if args.naive:
         xn, cn = make_data(args.naive, args.d, max(2, args.classes * args.naive // args.n))
         t = naive_baseline(xn, cn, edges)
