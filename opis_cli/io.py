@@ -361,9 +361,14 @@ def count_duplicate_rows(x: np.ndarray, chunk: int = 65536) -> int:
     words = np.ascontiguousarray(x).view(np.uint32).reshape(n, d)
     mult = np.random.default_rng(12345).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
     hashes = np.empty(n, np.uint64)
-    with np.errstate(over="ignore"):
-        for s in range(0, n, chunk):
-            hashes[s:s + chunk] = (words[s:s + chunk].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+    try:
+        from .kernels import row_hashes
+    except ImportError:  # no numba: the same hash, vectorised in chunks
+        with np.errstate(over="ignore"):
+            for s in range(0, n, chunk):
+                hashes[s:s + chunk] = (words[s:s + chunk].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+    else:
+        row_hashes(words, mult, hashes)
     order = np.argsort(hashes, kind="stable")
     h = hashes[order]
     same = np.flatnonzero(h[1:] == h[:-1])

@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opis_cli.errors import InputError
 from opis_cli.io import encode_labels, load_dataset
@@ -140,3 +142,16 @@ def test_length_mismatch(tmp_path):
     np.save(tmp_path / "y.npy", np.arange(4))
     with pytest.raises(InputError, match="length mismatch: 5 embeddings but 4 labels"):
         load_dataset(tmp_path / "e.npy", labels=tmp_path / "y.npy")
+
+
+@given(st.integers(2, 60), st.integers(1, 9), st.integers(0, 2**32 - 1), st.integers(0, 20))
+@settings(max_examples=60, deadline=None)
+def test_count_duplicate_rows_matches_bruteforce(n, d, seed, copies):
+    from opis_cli.io import count_duplicate_rows
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[rng.integers(0, n, copies)] = x[rng.integers(0, n, copies)]  # planted repeats
+    x[rng.integers(0, n, 2)] = -0.0  # -0.0 and 0.0 differ bit for bit: not duplicates of 0.0
+    want = n - len(np.unique(x.view(np.uint32), axis=0))
+    assert count_duplicate_rows(x) == want
