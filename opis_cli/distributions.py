@@ -72,11 +72,29 @@ class DistanceDistributions:
         return cls(edges=edges, scopes=scopes, anchors=anchors, pos=pos, neg=neg)
 
 
-#: Peak bytes per distance of a block: the float32 distances, their int64 bin (and its
-#: float32/int64 temporaries), two boolean masks and their comparison temporaries, the
-#: gathered bins. Measured at 32 (peak RSS of a 1000 x 200k block); 16 let a block use twice
-#: --memory-budget.
-BYTES_PER_DISTANCE = 32
+#: Peak bytes per distance of a block: the float32 distances and gram_to_distance's float32
+#: temporary (the binning kernel allocates nothing). The numpy binning this replaced needed 32
+#: (int64 bins, masks and their temporaries; measured on a 1000 x 200k block).
+BYTES_PER_DISTANCE = 8
+
+
+def bin_counts(g, rows, lo, hi, scale, bins, pos, neg) -> None:
+    """Add a block's distances to ``pos`` / ``neg`` (kernels.distance_bin_counts; numpy without
+    numba): bin = clip(trunc(float32(g * scale)), 0, bins - 1), columns in [lo_i, hi_i) positive,
+    the row's own column skipped."""
+    try:
+        from .kernels import distance_bin_counts
+    except ImportError:
+        b = np.clip((g * np.float32(scale)).astype(np.int64), 0, bins - 1)
+        cols = np.arange(g.shape[1])[None, :]
+        same = (cols >= lo[:, None]) & (cols < hi[:, None])
+        same[np.arange(len(rows)), rows] = False  # not a pair
+        other = (cols < lo[:, None]) | (cols >= hi[:, None])
+        pos += np.bincount(b[same], minlength=bins)
+        neg += np.bincount(b[other], minlength=bins)
+        return
+    distance_bin_counts(g, np.asarray(rows, np.int64), np.asarray(lo, np.int64), np.asarray(hi, np.int64),
+                        float(scale), bins, pos, neg)
 
 
 def distance_distributions(
@@ -112,14 +130,8 @@ def distance_distributions(
                 gram_to_distance(g, p.metric, p.sq_norms[r], p.sq_norms)
             else:
                 gram_to_distance(g, p.metric)
-            b = np.clip((g * (bins / upper)).astype(np.int64), 0, bins - 1)
-            cols = np.arange(p.n)[None, :]
-            lo = p.class_bounds[p.codes[r]][:, None]
-            hi = p.class_bounds[p.codes[r] + 1][:, None]
-            same = (cols >= lo) & (cols < hi)
-            same[np.arange(r.size), r] = False  # not a pair
-            other = (cols < lo) | (cols >= hi)
-            pos[s] += np.bincount(b[same], minlength=bins)
-            neg[s] += np.bincount(b[other], minlength=bins)
+            lo = p.class_bounds[p.codes[r]]
+            hi = p.class_bounds[p.codes[r] + 1]
+            bin_counts(g, r, lo, hi, bins / upper, bins, pos[s], neg[s])
     return DistanceDistributions(edges=edges, scopes=[POOLED] + [str(v) for v in class_labels],
                                  anchors=[int(r.size) for r in sets], pos=pos, neg=neg)

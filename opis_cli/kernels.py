@@ -311,3 +311,26 @@ def row_hashes(words, mult, out):  # pragma: no cover - compiled
         for j in range(d):
             h += np.uint64(words[i, j]) * mult[j]
         out[i] = h
+
+
+@njit(cache=True, nogil=True)
+def distance_bin_counts(g, rows, lo, hi, scale, bins, pos, neg):  # pragma: no cover - compiled
+    """Whole-span histograms of a block of distances g (m x N, float32; row i is item rows[i]):
+    bin = clip(trunc(g * scale), 0, bins - 1) in float32 arithmetic (as numpy computes
+    ``(g * scale).astype(int64)``); columns in [lo[i], hi[i]) are positives, the item itself is
+    skipped, the rest are negatives. One pass, no temporaries (distributions.py)."""
+    m, n = g.shape
+    s = np.float32(scale)
+    for i in range(m):
+        for j in range(n):
+            if j == rows[i]:
+                continue
+            b = int(g[i, j] * s)
+            if b < 0:
+                b = 0
+            elif b > bins - 1:
+                b = bins - 1
+            if lo[i] <= j < hi[i]:
+                pos[b] += 1
+            else:
+                neg[b] += 1

@@ -40,3 +40,35 @@ def test_pooled_anchors_are_a_seeded_sample():
     b = distance_distributions(p, [], [], anchors=50, seed=1)
     assert a.anchors == [50] and np.array_equal(a.neg, b.neg)
     assert a.pos.sum() + a.neg.sum() == 50 * 399
+
+
+def test_the_binning_kernel_equals_the_numpy_binning_bit_for_bit():
+    # The kernel replaced numpy's (g * scale).astype(int64) + clip + masks: same float32 product,
+    # same truncation, same positives (own class minus the item itself) and negatives.
+    from opis_cli.distributions import bin_counts
+
+    rng = np.random.default_rng(7)
+    for metric, normalize in (("cosine", True), ("l2", False)):
+        labels = rng.integers(0, 6, 300)
+        x = (rng.normal(size=(6, 5))[labels] + rng.normal(size=(300, 5))).astype(np.float32)
+        p = prepare_embeddings(x, labels, 6, metric=metric, normalize=normalize)
+        from opis_cli.distance import gram_to_distance
+
+        r = np.sort(rng.choice(p.n, 40, replace=False))
+        g = p.x[r] @ p.x.T
+        if p.sq_norms is not None:
+            gram_to_distance(g, p.metric, p.sq_norms[r], p.sq_norms)
+        else:
+            gram_to_distance(g, p.metric)
+        g[0, :3] = [-1e-7, 1e9, 0.0]  # below the span and beyond it: clipped to the end bins
+        lo, hi = p.class_bounds[p.codes[r]], p.class_bounds[p.codes[r] + 1]
+        bins, scale = 37, 37 / 2.3
+        pos, neg = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
+        bin_counts(g, r, lo, hi, scale, bins, pos, neg)
+        b = np.clip((g * scale).astype(np.int64), 0, bins - 1)
+        cols = np.arange(p.n)[None, :]
+        same = (cols >= lo[:, None]) & (cols < hi[:, None])
+        same[np.arange(r.size), r] = False
+        other = (cols < lo[:, None]) | (cols >= hi[:, None])
+        assert np.array_equal(pos, np.bincount(b[same], minlength=bins))
+        assert np.array_equal(neg, np.bincount(b[other], minlength=bins))
