@@ -390,7 +390,12 @@ def evaluate(
         if json_path is not None and json_path != "-":
             from .runs import atomic_write_text
 
-            atomic_write_text(json_path, report.to_json())
+            try:
+                atomic_write_text(json_path, report.to_json())
+            except OpisError as exc:
+                if run_dir is None:
+                    raise
+                raise OpisError(f"{exc} (the run itself was saved as {run_dir})") from None
         gate_result = None
         if gate_options is not None:  # after saving: a failed or refused gate keeps the run for a look
             from .gate import run_gate

@@ -135,3 +135,8 @@ def _(d):
 def _(d):
     run = _run_quick(d)
     return ["plot", run, "--out", Path(run) / "report.json"]
+
+
+@case("disk-full-after-save", "The disk fills while --json is written, after the run was saved", section="outputs")
+def _(d):
+    return _evaluate(d, "--name", "kept", "--json", "/dev/full")
