@@ -97,9 +97,8 @@ def _input_intact(name: str):
     return check
 
 
-@case("json-overwrites-input", "--json names the input file itself", after=_input_intact("emb.npy"),
-      section="outputs")
-def _(d):
+def _evaluate_npy_with_json(d: Path, json_name: str) -> list:
+    """``opis evaluate emb.npy --labels labels.npy --json DIR/json_name`` on fresh files."""
     import numpy as np
 
     from error_cases import _rows
@@ -108,21 +107,19 @@ def _(d):
     np.save(d / "emb.npy", x)
     np.save(d / "labels.npy", y)
     return ["evaluate", d / "emb.npy", "--labels", d / "labels.npy", "--out-dir", d / ".opis", "--json",
-            d / "emb.npy"]
+            d / json_name]
+
+
+@case("json-overwrites-input", "--json names the input file itself", after=_input_intact("emb.npy"),
+      section="outputs")
+def _(d):
+    return _evaluate_npy_with_json(d, "emb.npy")
 
 
 @case("json-overwrites-labels", "--json names the --labels file", after=_input_intact("labels.npy"),
       section="outputs")
 def _(d):
-    import numpy as np
-
-    from error_cases import _rows
-
-    x, y = _rows()
-    np.save(d / "emb.npy", x)
-    np.save(d / "labels.npy", y)
-    return ["evaluate", d / "emb.npy", "--labels", d / "labels.npy", "--out-dir", d / ".opis", "--json",
-            d / "labels.npy"]
+    return _evaluate_npy_with_json(d, "labels.npy")
 
 
 @case("thresholds-json-overwrites-input", "opis thresholds --json names its input table",
