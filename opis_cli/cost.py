@@ -88,14 +88,17 @@ def _minutes(seconds: float) -> str:
 def choose_engine(n: int, d: int, class_sizes: np.ndarray, *, kmax: int, calib_given: bool, far_at_hi: float,
                   max_exact_seconds: float, memory_budget: int, approx) -> EngineChoice:
     """``--index auto``: the rule of the module docstring. ``approx``: the ApproxOptions the
-    approximate engine would run with; ``far_at_hi``: the pooled FAR at the top of the range
+    approximate engine would run with (None: its defaults, IVF); ``far_at_hi``: the pooled FAR at the top of the range
     (the FAR bound, or an estimate for a pinned range)."""
     exact = estimate_exact_seconds(n, d, exact_passes(calib_given))
     limit = f"--max-exact-minutes {max_exact_seconds / 60:g}"
     if exact <= max_exact_seconds:
         return EngineChoice("exact", f"estimated {_minutes(exact)} on the reference machine, within {limit}", exact)
-    from .approximate import approximate_cost, coverage_problem
+    # Imported only past the limit: small inputs never load the approximate engine's modules.
+    from .approximate import ApproxOptions, approximate_cost, coverage_problem
     from .memory import size_option
+
+    approx = approx or ApproxOptions(index="ivf")
 
     over = f"estimated {_minutes(exact)} on the reference machine, over {limit}, yet"
     problem = coverage_problem(np.asarray(class_sizes), n, d, approx)

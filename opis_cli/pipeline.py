@@ -242,13 +242,12 @@ def evaluate_dataset(
         engine = "exact"  # a cluster is there to make exact affordable
         choice = {"choice": "auto", "reason": "a Dask cluster was given"}
     elif engine == "auto":
-        from .approximate import ApproxOptions
         from .cost import choose_engine
 
         picked = choose_engine(
             n, d, sizes, kmax=kmax, calib_given=config.calib is not None, far_at_hi=config.calib_far[1],
             max_exact_seconds=max_exact_seconds, memory_budget=memory_budget,
-            approx=approx or ApproxOptions(index="ivf"))
+            approx=approx)
         engine, choice = picked.engine, picked.to_dict()
         if engine != "exact" and (dataset.groups is not None or tar_at_far):
             which = "--group-col" if dataset.groups is not None else "--tar-at-far"
