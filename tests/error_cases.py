@@ -649,8 +649,10 @@ def run_case(c: Case, d: Path) -> Outcome:
     args = [str(a) for a in c.build(d)]
     env = cli_env()
     if c.how in ("sigint", "sigterm"):
+        # A job started in the background inherits SIGINT ignored, and Python then keeps it ignored:
+        # give the child the default disposition, as an interactive shell would.
         proc = subprocess.Popen([*opis_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+                                env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         # Well into the pair pass: start-up and loading take about a second.
         time.sleep(float(os.environ.get("OPIS_TEST_SIGNAL_AFTER", "4")))
         proc.send_signal(signal.SIGINT if c.how == "sigint" else signal.SIGTERM)

@@ -27,6 +27,19 @@ needs_main_thread = pytest.mark.skipif(threading.current_thread() is not threadi
                                        reason="signal handlers can only be set from the main thread")
 
 
+@pytest.fixture(autouse=True)
+def _sigint_deliverable():
+    """Under a background job SIGINT starts ignored (and Python leaves it so): these tests send it,
+    so give it Python's usual handler for their duration."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def report():
     rng = np.random.default_rng(3)
