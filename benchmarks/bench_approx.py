@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opis_cli.approximate import ApproxOptions  # noqa: E402
+from opis_cli.engine.approximate import ApproxOptions  # noqa: E402
 from opis_cli.config import EvalConfig  # noqa: E402
-from opis_cli.io import Dataset, InputInfo, encode_labels  # noqa: E402
-from opis_cli.pipeline import evaluate_dataset  # noqa: E402
+from opis_cli.data.io import Dataset, InputInfo, encode_labels  # noqa: E402
+from opis_cli.pipeline.evaluation import evaluate_dataset  # noqa: E402
 
 
 def make_data(n: int, d: int, classes: int, seed: int = 0, diffuse: bool | None = None) -> Dataset:
@@ -73,13 +73,13 @@ def cost_constants(d: int = 128) -> dict:
     """Rates behind approximate_cost (opis_cli/approximate_cost.py), measured here (median of 3)."""
     import faiss
 
-    from opis_cli.approximate import _histograms_from_inrange  # noqa: F401  (warm imports)
-    from opis_cli.approximate_errors import half_sample_weights, replicate_figures
-    from opis_cli.approximate_sampling import negatives_by_sampling
-    from opis_cli.curves import class_curves
-    from opis_cli.metrics import opis as opis_fn
-    from opis_cli.pairs import exact_pass
-    from opis_cli.prepare import prepare_embeddings
+    from opis_cli.engine.approximate import _histograms_from_inrange  # noqa: F401  (warm imports)
+    from opis_cli.statistics.approximate_errors import half_sample_weights, replicate_figures
+    from opis_cli.engine.approximate_sampling import negatives_by_sampling
+    from opis_cli.statistics.curves import class_curves
+    from opis_cli.statistics.metrics import opis as opis_fn
+    from opis_cli.engine.sweep import exact_pass
+    from opis_cli.data.prepare import prepare_embeddings
 
     rng = np.random.default_rng(0)
 
@@ -111,7 +111,7 @@ def cost_constants(d: int = 128) -> dict:
     sampled = negatives_by_sampling(pb, edges, m, 20, 0)
     full = np.zeros((pb.n_classes, len(edges)))
     full[pb.class_sizes >= 2] = sampled.full_estimate()
-    from opis_cli.approximate import _histograms_from_inrange as hist_from
+    from opis_cli.engine.approximate import _histograms_from_inrange as hist_from
     pos = np.zeros((pb.n_classes, len(edges) + 1), np.int64)
     pos[:, -1] = pb.class_sizes * (pb.class_sizes - 1) // 2
     curves = class_curves(hist_from(pb, edges, pos, full), pb.class_sizes)
@@ -182,7 +182,7 @@ def main(argv=None) -> list[dict]:
         config = EvalConfig(calib_far=far, k=(1,))
         opts = ApproxOptions(index=args.index, nprobe=args.nprobe, ef_search=args.ef_search, seed=seed,
                              negatives=args.negatives, samples_per_anchor=args.samples_per_anchor)
-        from opis_cli.approximate import approximate_cost
+        from opis_cli.engine.approximate import approximate_cost
 
         rss0 = _rss_bytes()
         t = time.perf_counter()

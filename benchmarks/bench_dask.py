@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import opis_cli  # noqa: E402
-from opis_cli.dask_engine import local_cluster_client  # noqa: E402
+from opis_cli.engine.dask_engine import local_cluster_client  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:

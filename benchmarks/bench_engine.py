@@ -34,8 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opis_cli.pairs import exact_pass, iter_panels, panel_shape  # noqa: E402
-from opis_cli.prepare import prepare_embeddings  # noqa: E402
+from opis_cli.engine.panels import iter_panels, panel_shape  # noqa: E402
+from opis_cli.engine.sweep import exact_pass  # noqa: E402
+from opis_cli.data.prepare import prepare_embeddings  # noqa: E402
 from opis_cli.threads import available_cores, thread_limit  # noqa: E402
 
 

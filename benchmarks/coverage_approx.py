@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_approx import make_data  # noqa: E402
-from opis_cli.approximate import ApproxOptions  # noqa: E402
-from opis_cli.approximate_errors import wilson_interval  # noqa: E402
+from opis_cli.engine.approximate import ApproxOptions  # noqa: E402
+from opis_cli.statistics.approximate_errors import wilson_interval  # noqa: E402
 from opis_cli.config import EvalConfig  # noqa: E402
-from opis_cli.io import Dataset, InputInfo, encode_labels  # noqa: E402
-from opis_cli.pipeline import evaluate_dataset  # noqa: E402
+from opis_cli.data.io import Dataset, InputInfo, encode_labels  # noqa: E402
+from opis_cli.pipeline.evaluation import evaluate_dataset  # noqa: E402
 
 KINDS = ("tiny", "hard", "bench")
 MODES = {"s2": 0.02, "s20": 0.20, "range": None}

@@ -27,7 +27,7 @@ def command_help(args: list[str]) -> str:
 def main() -> None:
     from typer.main import get_command
 
-    from opis_cli.cli import app
+    from opis_cli.cli.app import app
 
     group = get_command(app)
     parts = [INTRO, "## opis", "", "```", command_help([]).replace("python -m opis_cli", "opis"), "```", ""]

@@ -19,15 +19,15 @@ __all__ = ["evaluate", "evaluate_file", "evaluate_dataset", "recommend_margins",
            "save_run", "EvalConfig", "Report", "OpisError", "__version__"]
 
 _LAZY = {
-    "evaluate": "pipeline",
-    "evaluate_file": "pipeline",
-    "evaluate_dataset": "pipeline",
-    "recommend_margins": "margin_advice",
-    "MarginAdvice": "margin_advice",
-    "load_dataset": "io",
-    "save_run": "runs",
+    "evaluate": "pipeline.evaluation",
+    "evaluate_file": "pipeline.evaluation",
+    "evaluate_dataset": "pipeline.evaluation",
+    "recommend_margins": "pipeline.margin_advice",
+    "MarginAdvice": "pipeline.margin_advice",
+    "load_dataset": "data.io",
+    "save_run": "report.runs",
     "EvalConfig": "config",
-    "Report": "report",
+    "Report": "report.report",
     "OpisError": "errors",
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from opis_cli.errors import ConfigError
 
 METRICS = ("cosine", "l2")
 EPS_CONTRASTS = ("rest", "best")

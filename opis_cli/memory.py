@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from opis_cli.errors import ConfigError
 
 
 def available_memory() -> int:
@@ -23,7 +23,7 @@ def available_memory() -> int:
     overrides both, for tests of the refusals."""
     override = os.environ.get("OPIS_AVAILABLE_MEMORY")
     if override:
-        from .config import parse_memory_size
+        from opis_cli.config import parse_memory_size
 
         try:
             return int(override) if override.strip().isdigit() else parse_memory_size(override)
@@ -103,32 +103,3 @@ def require(nbytes: float, *, what: str, budget: int | None = None, advice: str)
 #: Per-class arrays of T + 1 cells that exist for the answer: the pass's two count arrays and
 #: about eight float64 arrays of the curves built from them (TAR, TRR, utility and their kin).
 RESULT_ARRAYS = 10
-
-
-def check_pass_memory(p, t: int, per_class: bool, threads: int | None,
-                      memory_budget: int) -> None:
-    """Refuse a pass whose threshold grid makes it too big before anything is allocated.
-
-    Per block, each thread keeps histograms of 3 x (classes in the block) x (T + 1) int64 cells
-    (block memory: against ``memory_budget``); the answer keeps RESULT_ARRAYS x C x (T + 1) cells
-    of 8 bytes (against the machine). Pooled passes keep 2 x (threads + 1) x (T + 1) cells (against
-    the machine: they do not grow with the block)."""
-    from .pairs import panel_shape
-    from .threads import available_cores
-
-    n_threads = threads or available_cores()
-    cells = t + 1
-    if per_class:
-        rows, cols = panel_shape(p.n, memory_budget)
-        block_classes = 2 * min(p.n_classes, rows) + min(p.n_classes, cols)
-        block = n_threads * block_classes * cells * 8
-        result = RESULT_ARRAYS * p.n_classes * cells * 8
-    else:  # a few pooled rows per thread: never block-sized, checked against the machine only
-        block, result = 0, 2 * (n_threads + 1) * cells * 8
-    advice = f"lower --thresholds ({t:,} grid values here) or raise --memory-budget"
-    if block:
-        # The budget sizes the Gram panels; histogram room below the CLI's 16 MiB minimum is not
-        # refused (a tiny library budget only forces many small panels).
-        require(block, what=f"a pass over {t:,} thresholds", budget=max(memory_budget, 16 << 20), advice=advice)
-    require(result, what=f"per-class counts and curves on {t:,} thresholds for {p.n_classes:,} classes",
-            advice=f"lower --thresholds ({t:,} grid values here)")

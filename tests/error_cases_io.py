@@ -106,7 +106,7 @@ def _(d):
     return ["evaluate", d / "emb.npz"]
 
 
-# --- label values: one rule for every format (opis_cli.input_checks.label_values)
+# --- label values: one rule for every format (opis_cli.data.input_checks.label_values)
 
 @case("bool-labels", "Labels stored as true/false (a flag column, not class identities)", section="types")
 def _(d):

@@ -72,7 +72,7 @@ def _leftovers_cleaned(d: Path, proc) -> None:
       "temporary link are removed by the next save; a live save's are kept", code=0, after=_leftovers_cleaned,
       section="outputs")
 def _(d):
-    from opis_cli.run_store import owner_tag
+    from opis_cli.report.run_store import owner_tag
 
     _run_quick(d)
     runs = d / ".opis" / "runs"

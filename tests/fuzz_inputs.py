@@ -9,7 +9,7 @@ Inputs (hypothesis strategies): random bytes behind each accepted magic number, 
 Parquet / NPY / NPZ / report JSON files with bytes flipped, cut, repeated or inserted; and valid
 reports hand-edited (a value at any key path replaced by another type, an out-of-domain number,
 a huge integer, deep nesting, markup, or removed) for gate, compare and plot. Every
-example runs the real command function in-process (``opis_cli.cli.main``) with its stderr and
+example runs the real command function in-process (``opis_cli.cli.app.main``) with its stderr and
 stdout captured; any exception other than the exit is a failure (a traceback for a user).
 """
 
@@ -62,7 +62,7 @@ def valid_files(d: Path) -> dict[str, bytes]:
     buf = io.BytesIO()
     np.savez(buf, embeddings=x, labels=y)
     out["npz"] = buf.getvalue()
-    from opis_cli.pipeline import evaluate
+    from opis_cli.pipeline.evaluation import evaluate
 
     report = evaluate(x, y, calib=(0.2, 1.2), thresholds=11)
     out["report"] = report.to_json().encode()
@@ -90,7 +90,7 @@ def mutate(data: bytes, ops) -> bytes:
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
-    from opis_cli.cli import main
+    from opis_cli.cli.app import main
 
     err, out = io.StringIO(), io.StringIO()
     old = sys.argv

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opis_cli.approximate import ApproxOptions
+from opis_cli.engine.approximate import ApproxOptions
 from opis_cli.config import EvalConfig
 from opis_cli.errors import ConfigError
-from opis_cli.io import Dataset, InputInfo, encode_labels
-from opis_cli.pipeline import evaluate_dataset
+from opis_cli.data.io import Dataset, InputInfo, encode_labels
+from opis_cli.pipeline.evaluation import evaluate_dataset
 
 from test_cli import SAMPLE, run
 
@@ -79,7 +79,7 @@ def test_same_seed_same_json(dataset, exact):
 def test_auto_switches_with_a_message_and_states_why(dataset, monkeypatch):
     # On a machine 10^7 times slower (the reference rates scaled down), 1,500 rows are over the
     # limit and well covered: auto runs IVF, says so, and the report records the choice.
-    from opis_cli import cost
+    from opis_cli.engine import cost
 
     said = []
     r = evaluate_dataset(dataset, EvalConfig(), engine="auto", notify=said.append)
@@ -218,7 +218,7 @@ def test_recall_headline_corrects_a_weak_index():
 
 
 def test_coverage_problem_names_the_uncovered_shape():
-    from opis_cli.approximate import coverage_problem
+    from opis_cli.engine.approximate import coverage_problem
 
     rng = np.random.default_rng(0)
     tiny = np.concatenate([rng.integers(2, 5, 200_000), [300] * 50])  # 200k classes of 2-4 items
@@ -242,7 +242,7 @@ def test_an_uncovered_shape_is_reported_and_announced():
 
 
 def test_approximate_cost_is_a_pure_function_of_the_shape():
-    from opis_cli.approximate import approximate_cost
+    from opis_cli.engine.approximate import approximate_cost
 
     sizes = np.full(1000, 100)
     a = approximate_cost(100_000, 128, sizes, 1, ApproxOptions(), 0.1)

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opis_cli.binning import ThresholdBins, round_down_float32
-from opis_cli.curves import accepted_at_thresholds
+from opis_cli.engine.binning import ThresholdBins, round_down_float32
+from opis_cli.statistics.curves import accepted_at_thresholds
 
 
 def exact_bins(d32: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opis_cli.bootstrap import _summary, class_bootstrap, paired_class_bootstrap
-from opis_cli.metrics import eps_opis, opis
+from opis_cli.statistics.bootstrap import _summary, class_bootstrap, paired_class_bootstrap
+from opis_cli.statistics.metrics import eps_opis, opis
 
 
 def _reference(u, grid, epsilon, contrast, queries, hits, replicates, seed):

@@ -1,4 +1,4 @@
-"""opis_cli.compare_groups: runs grouped into arms (seeds x arms), checked against brute force.
+"""opis_cli.verdicts.compare_groups: runs grouped into arms (seeds x arms), checked against brute force.
 
 Ground truth: one real report of small seeded synthetic data, copied with planted figures, so
 every mean, sd and interval is known by hand (numpy) and by scipy's own t-tests; a planted +0.01
@@ -15,9 +15,9 @@ import pytest
 from scipy import stats
 
 import opis_cli
-from opis_cli.compare_groups import group_key_from_name, group_runs
+from opis_cli.verdicts.compare_groups import group_key_from_name, group_runs
 from opis_cli.errors import ConfigError, InputError
-from opis_cli.runs import SavedRun
+from opis_cli.report.runs import SavedRun
 
 PATTERN = r"^(\w+)-s\d+$"
 

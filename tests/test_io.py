@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opis_cli.errors import InputError
-from opis_cli.io import encode_labels, load_dataset
+from opis_cli.data.io import encode_labels, load_dataset
 
 
 def _table(n=12, d=4, list_type="fixed", labels=None):
@@ -49,7 +49,7 @@ def test_feather_and_multichunk_tables(tmp_path):
 
 def test_float32_column_is_zero_copy(tmp_path):
     x, table = _table()
-    from opis_cli.io import embedding_matrix_from_arrow
+    from opis_cli.data.io import embedding_matrix_from_arrow
 
     col = table.column("emb").chunk(0)
     m = embedding_matrix_from_arrow(col)
@@ -147,7 +147,7 @@ def test_length_mismatch(tmp_path):
 @given(st.integers(2, 60), st.integers(1, 9), st.integers(0, 2**32 - 1), st.integers(0, 20))
 @settings(max_examples=60, deadline=None)
 def test_count_duplicate_rows_matches_bruteforce(n, d, seed, copies):
-    from opis_cli.io import count_duplicate_rows
+    from opis_cli.data.io import count_duplicate_rows
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)

@@ -17,7 +17,7 @@ import pytest
 
 from opis_cli import memory as opis_memory
 from opis_cli.errors import InputError
-from opis_cli.io import load_dataset
+from opis_cli.data.io import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from error_cases import cli_env, opis_command  # noqa: E402

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opis_cli.pairs import PairHistograms, exact_pass, iter_panels, panel_shape
-from opis_cli.prepare import prepare_embeddings
+from opis_cli.engine.histograms import PairHistograms
+from opis_cli.engine.panels import iter_panels, panel_shape
+from opis_cli.engine.sweep import exact_pass
+from opis_cli.data.prepare import prepare_embeddings
 
 
 @st.composite

@@ -9,8 +9,8 @@ import pytest
 
 from opis_cli.config import EvalConfig
 from opis_cli.errors import ConfigError
-from opis_cli.io import Dataset, InputInfo, encode_labels
-from opis_cli.pipeline import margins_dataset
+from opis_cli.data.io import Dataset, InputInfo, encode_labels
+from opis_cli.pipeline.margins import margins_dataset
 from test_cli import SAMPLE, assert_user_error, run
 
 
@@ -112,7 +112,7 @@ def test_margins_loss_and_hard_pairs_against_bruteforce(case):
 
 def test_what_if_moves_hard_pairs_onto_the_margins():
     # The what-if curves: TAR = 1 at thresholds >= t+, TRR = 1 below t-; the rest unchanged.
-    from opis_cli.margins import what_if
+    from opis_cli.analyses.margins import what_if
 
     class Curves:
         grid = np.linspace(0.2, 0.8, 7)
@@ -122,8 +122,8 @@ def test_what_if_moves_hard_pairs_onto_the_margins():
     o, e = what_if(Curves, t_plus=0.2, t_minus=0.9, beta=1.0, epsilon=0.34, contrast="rest")
     assert o == 0.0 and e == 0.0  # every class perfect over the whole range
     o, e = what_if(Curves, t_plus=0.9, t_minus=0.1, beta=1.0, epsilon=0.34, contrast="rest")
-    from opis_cli.curves import utility
-    from opis_cli.metrics import opis
+    from opis_cli.statistics.curves import utility
+    from opis_cli.statistics.metrics import opis
 
     assert o == pytest.approx(opis(utility(Curves.tar, Curves.trr), Curves.grid).value)  # nothing moved
 
@@ -202,7 +202,7 @@ def test_sane_margins_have_no_warnings_and_a_useless_what_if_is_flagged():
     rec = report.margins["recommended"]
     assert rec["warnings"] == [], rec["warnings"]
     assert rec["margin_plus"] > rec["margin_minus"] and rec["what_if_opis"] < report.opis
-    from opis_cli.margins import margin_warnings
+    from opis_cli.analyses.margins import margin_warnings
 
     useless = {**rec, "what_if_opis": report.opis}
     assert any("not below the current" in w for w in margin_warnings(useless, report.opis))

@@ -199,7 +199,7 @@ def test_far_calibration_matches_bruteforce(case, far):
 def test_far_calibration_grid_cut_never_changes_the_range(monkeypatch, cut):
     # The calibration pass counts on a fine grid cut at a sampled upper bound; a cut too low must
     # be detected and the pass repeated, so the range is that of the whole grid in every case.
-    from opis_cli import calibration
+    from opis_cli.statistics import calibration
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 12, 700)
@@ -241,8 +241,8 @@ def test_float64_input_agrees_with_a_float64_bruteforce(seed):
     ref = reference(x, labels, grid, metric=metric, normalize=normalize, as_float32=False)
     said = []
     from opis_cli.config import EvalConfig
-    from opis_cli.io import Dataset, InputInfo, encode_labels
-    from opis_cli.pipeline import evaluate_dataset
+    from opis_cli.data.io import Dataset, InputInfo, encode_labels
+    from opis_cli.pipeline.evaluation import evaluate_dataset
 
     report = evaluate_dataset(Dataset(x.astype(np.float32), encode_labels(labels),
                                       InputInfo(None, "array", dtype="float64")),

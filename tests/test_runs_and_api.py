@@ -11,7 +11,7 @@ import pytest
 
 import opis_cli
 from opis_cli.errors import ConfigError, InputError, OpisError
-from opis_cli.runs import atomic_write, atomic_write_text, resolve_run, save_run
+from opis_cli.report.runs import atomic_write, atomic_write_text, resolve_run, save_run
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_device_targets_are_written_in_place_never_replaced():
 
 def test_a_report_too_big_for_the_machine_is_refused_before_it_is_read(tmp_path, monkeypatch):
     from opis_cli.errors import ConfigError
-    from opis_cli.runs import load_report_json
+    from opis_cli.report.runs import load_report_json
 
     path = tmp_path / "big.json"
     path.write_text("[" + "1.0," * 300_000 + "1.0]")  # 1.2 MB: needs ~14 MB parsed

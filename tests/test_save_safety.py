@@ -1,4 +1,4 @@
-"""Saving runs safely (opis_cli.run_store, opis_cli.runs): a name taken concurrently, Ctrl-C and
+"""Saving runs safely (opis_cli.report.run_store, opis_cli.report.runs): a name taken concurrently, Ctrl-C and
 SIGTERM at every step of a save, leftovers of killed saves, an unusable out-dir or ``latest``,
 run names, permissions, and output paths that would destroy an input."""
 
@@ -20,8 +20,8 @@ import pytest
 
 import opis_cli
 from opis_cli.errors import ConfigError, InputError, OpisError
-from opis_cli.run_store import STALE_AFTER, DeferredSignals, InterruptedAfterSave, owner_tag
-from opis_cli.runs import atomic_write_text, check_out_dir, check_output_path, clean_leftovers, save_run
+from opis_cli.report.run_store import STALE_AFTER, DeferredSignals, InterruptedAfterSave, owner_tag
+from opis_cli.report.runs import atomic_write_text, check_out_dir, check_output_path, clean_leftovers, save_run
 
 needs_main_thread = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                                        reason="signal handlers can only be set from the main thread")
@@ -85,7 +85,7 @@ def test_explicit_name_taken_between_check_and_rename_is_refused_cleanly(tmp_pat
 
 
 def test_default_name_taken_concurrently_moves_to_the_next_free_name(tmp_path, report, monkeypatch):
-    from opis_cli.run_store import default_run_name
+    from opis_cli.report.run_store import default_run_name
 
     base = default_run_name(report.input.get("path"))
     _take_name_first(monkeypatch, tmp_path / "runs", {base, f"{base}-2"})
@@ -151,7 +151,7 @@ def test_two_processes_saving_one_name(tmp_path, report):
         from pathlib import Path
         import pyarrow.parquet
         from opis_cli.errors import OpisError
-        from opis_cli.runs import save_run
+        from opis_cli.report.runs import save_run
         r = pickle.loads(Path({str(tmp_path / "report.pickle")!r}).read_bytes())
         Path({str(tmp_path)!r}, "ready" + sys.argv[1]).touch()
         go = Path({str(tmp_path / "go")!r})
@@ -179,7 +179,7 @@ def test_two_processes_saving_one_name(tmp_path, report):
 # ----------------------------------------------------------------------------- 2. signals at every step
 
 class Terminated(KeyboardInterrupt):
-    """What the CLI's SIGTERM handler raises (opis_cli.cli.Terminated)."""
+    """What the CLI's SIGTERM handler raises (opis_cli.cli.app.Terminated)."""
 
     exit_code = 143
 

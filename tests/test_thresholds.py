@@ -10,8 +10,8 @@ import pytest
 
 from opis_cli.config import EvalConfig
 from opis_cli.errors import ConfigError
-from opis_cli.io import Dataset, InputInfo, encode_labels
-from opis_cli.operating_points import operating_points
+from opis_cli.data.io import Dataset, InputInfo, encode_labels
+from opis_cli.analyses.operating_points import operating_points
 
 from bruteforce import distance_matrix, utility
 from test_cli import SAMPLE, run

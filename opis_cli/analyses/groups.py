@@ -1,0 +1,60 @@
+"""Groups in place of classes: customers, domains or regions that a deployment serves.
+
+A group is a second key on the items (``--group-col``); the classes still decide which pairs are
+positives. A group's pairs are the pairs with an anchor in the group (at least one end in it):
+
+    P_g = { {a, b} : a != b, y_a = y_b, a in g or b in g }    N_g = { {a, b} : y_a != y_b, a in g or b in g }
+
+TAR_g, TRR_g and U_g follow docs/definitions.md with P_g and N_g in place of P_i and N_i, and
+OPIS and eps-OPIS are taken across the groups that have positive pairs (equal weights), on the
+same calibration grid as the class figures. With one class per group (groups = classes) the
+figures are the class figures exactly.
+
+Counted exactly on the main sweep by the GroupCounts accumulator (engine/accumulators.py, kernel
+kernels.block_group_counts) from the same panels; the bins beyond the grid come from the totals,
+which the class-by-group contingency gives (histograms.group_totals):
+|P_g| = sum_c [C(n_c, 2) - C(n_c - n_cg, 2)], |P_g| + |N_g| = C(N, 2) - C(N - n_g, 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opis_cli.statistics.curves import accepted_at_thresholds, utility
+from opis_cli.errors import ConfigError
+from opis_cli.data.io import Labels
+from opis_cli.statistics.metrics import eps_opis, opis
+from opis_cli.engine.histograms import GroupHistograms
+
+
+def group_section(hist: GroupHistograms, groups: Labels, column: str | None, *, beta: float, epsilon: float,
+                  contrast: str) -> dict:
+    """The report's ``groups`` section: per-group curves' summaries, OPIS and eps-OPIS across groups."""
+    used = np.flatnonzero(hist.n_pos > 0)
+    if len(used) < 2:
+        raise ConfigError(f"--group-col {column}: need at least two groups with positive pairs; found {len(used)}")
+    tar = accepted_at_thresholds(hist.pos[used]) / hist.n_pos[used][:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trr = np.where(hist.n_neg[used][:, None] > 0,
+                       1.0 - accepted_at_thresholds(hist.neg[used]) / np.maximum(hist.n_neg[used], 1)[:, None], 1.0)
+    u = utility(tar, trr, beta)
+    o = opis(u, hist.edges)
+    section = {"column": column, "groups": len(groups.values), "groups_used": int(len(used)), "opis": o.value}
+    try:
+        e = eps_opis(u, hist.edges, epsilon=epsilon, contrast=contrast)
+        section["eps_opis"] = e.value
+        worst = {int(i) for i in e.worst}
+        means = e.mean_utility
+    except ConfigError as exc:  # too few groups for the contrast: OPIS still stands
+        section["eps_opis"] = None
+        section["eps_opis_note"] = str(exc)
+        worst, means = set(), None
+    from opis_cli.statistics.metrics import range_average
+
+    means = range_average(u, hist.edges) if means is None else means
+    section["rows"] = [
+        {"group": groups.values[int(g)], "positive_pairs": int(hist.n_pos[g]), "negative_pairs": int(hist.n_neg[g]),
+         "mean_utility": float(means[r]), "opis_contribution": float(o.contributions[r]), "in_worst_eps": r in worst}
+        for r, g in enumerate(used)
+    ]
+    return section
