@@ -31,6 +31,14 @@ def numba_module():
     return numba
 
 
+def check_threads(threads: int | None) -> None:
+    """Refuse (ConfigError, exit 2) a thread count below 1; None means all available cores."""
+    if threads is not None and threads < 1:
+        from opis_cli.errors import ConfigError
+
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -72,3 +72,24 @@ def test_the_binning_kernel_equals_the_numpy_binning_bit_for_bit():
         other = (cols < lo[:, None]) | (cols >= hi[:, None])
         assert np.array_equal(pos, np.bincount(b[same], minlength=bins))
         assert np.array_equal(neg, np.bincount(b[other], minlength=bins))
+
+
+def test_anchor_distributions_on_the_sweep_equal_the_standalone_sample():
+    # The exact engine collects the pooled anchors' distances on the main sweep (AnchorDistances):
+    # the same ordered pairs as the standalone computation, each anchor against every other item.
+    from opis_cli.engine.distributions import AnchorDistances, anchor_sample
+    from opis_cli.engine.sweep import sweep
+
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 6, 700)
+    x = (rng.normal(size=(6, 5))[labels] + rng.normal(size=(700, 5))).astype(np.float32)
+    p = prepare_embeddings(x, labels, 6)
+    _, rows = anchor_sample(p, 90, 0)
+    pos, neg = sweep(p, [AnchorDistances(rows, 60, 2.0)], memory_budget=50_000, threads=2).results[0]
+    alone = distance_distributions(p, [], [], bins=60, anchors=90)
+    assert pos.sum() + neg.sum() == 90 * 699 == alone.pos.sum() + alone.neg.sum()
+    assert pos.sum() == alone.pos.sum()
+    # Panel products and row products may round a distance differently: a pair or two per bin edge.
+    assert np.abs(pos - alone.pos[0]).sum() + np.abs(neg - alone.neg[0]).sum() <= 6
+    both = distance_distributions(p, [1], ["one"], bins=60, anchors=90, pooled=(pos, neg))
+    assert np.array_equal(both.pos[0], pos) and both.anchors[0] == 90

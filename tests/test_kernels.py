@@ -101,3 +101,55 @@ def test_public_api_runs_on_the_non_spinning_thread_pool():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "workqueue"
+
+
+@given(st.sampled_from([0, 1]), st.floats(-0.5, 2.5, width=32), st.integers(0, 2**32 - 1))
+def test_similarity_floor_selects_exactly_the_in_range_pairs(metric, hi, seed):
+    # The kernels pick in-range pairs by g >= floor instead of computing d(g) <= hi: the two must
+    # agree on every float32 inner product, the ones next to the floor included.
+    from opis_cli.engine import kernels
+
+    hi = np.float32(hi)
+    floor = kernels.similarity_floor(metric, hi)
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(-1.05, 1.05, 2000).astype(np.float32)
+    if np.isfinite(floor):
+        near = np.array([floor], np.float32)
+        for _ in range(3):
+            near = np.r_[near, np.nextafter(near[-1:], np.float32(np.inf)), np.nextafter(near[:1], np.float32(-np.inf))]
+        s = np.r_[s, near.astype(np.float32)]
+    d = np.array([kernels.kernel_distance(v, metric) for v in s], np.float32)
+    assert np.array_equal(s >= floor, d <= hi)
+
+
+def test_every_accumulator_on_one_sweep_equals_its_own_pass():
+    # Riding on one sweep changes nothing: class counts, group counts, pooled sums and anchor
+    # distributions from a shared sweep equal each from a sweep of its own, bit for bit.
+    from opis_cli.engine.accumulators import ClassCounts, GroupCounts, PooledCounts
+    from opis_cli.engine.distributions import AnchorDistances
+    from opis_cli.engine.sweep import sweep
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 9, 500)
+    x = (rng.normal(size=(9, 8))[codes] + rng.normal(size=(500, 8))).astype(np.float32)
+    p = prepare_embeddings(x, codes, 9)
+    edges = np.linspace(0.2, 0.9, 31)
+    groups = rng.integers(0, 4, 500)[p.order]
+    specs = [ClassCounts(edges, kmax=1), GroupCounts(edges, groups, 4), PooledCounts(edges, with_sums=True),
+             PooledCounts(np.linspace(0, 2.001, 50), with_sums=True, positives_only=True),
+             AnchorDistances(np.arange(0, 500, 7), 40, 2.0)]
+    together = sweep(p, specs, memory_budget=40_000, threads=2).results
+    alone = [sweep(p, [spec], memory_budget=40_000, threads=1).results[0] for spec in specs]
+    np.testing.assert_array_equal(together[0].histograms.pos, alone[0].histograms.pos)
+    np.testing.assert_array_equal(together[0].histograms.neg, alone[0].histograms.neg)
+    np.testing.assert_array_equal(together[0].neighbours.same, alone[0].neighbours.same)
+    for r in (1, 2, 3):
+        np.testing.assert_array_equal(together[r].pos, alone[r].pos)
+        np.testing.assert_array_equal(together[r].neg, alone[r].neg)
+    np.testing.assert_allclose(together[2].neg_sum, alone[2].neg_sum, rtol=1e-12)
+    np.testing.assert_array_equal(together[4][0], alone[4][0])
+    np.testing.assert_array_equal(together[4][1], alone[4][1])
+    # Exact against the reference path, and the pooled view of the class counts equals PooledCounts.
+    ref = exact_pass(p, edges, kmax=1, kernel="numpy", memory_budget=40_000)
+    np.testing.assert_array_equal(together[0].histograms.pos, ref.histograms.pos)
+    np.testing.assert_array_equal(together[0].histograms.pooled().neg, together[2].neg)

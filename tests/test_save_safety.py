@@ -179,7 +179,7 @@ def test_two_processes_saving_one_name(tmp_path, report):
 # ----------------------------------------------------------------------------- 2. signals at every step
 
 class Terminated(KeyboardInterrupt):
-    """What the CLI's SIGTERM handler raises (opis_cli.cli.app.Terminated)."""
+    """What the CLI's SIGTERM handler raises (opis_cli.cli.common.Terminated)."""
 
     exit_code = 143
 

@@ -1,6 +1,7 @@
 """``opis evaluate`` as library calls: load -> prepare -> choose the engine -> calibrate -> one
 sweep -> figures -> Report (stages.py, exact.py; approximate_run.py for the approximate engines).
-The CLI's ``opis evaluate`` is one call to :func:`evaluate_file`.
+The CLI's ``opis evaluate`` is one call to
+:func:`opis_cli.pipeline.evaluate_command.run_evaluate`, which calls :func:`evaluate_file`.
 """
 
 from __future__ import annotations

@@ -119,3 +119,17 @@ def check_output_path(path: str | os.PathLike | None, inputs=(), *, option: str 
         raise InputError(f"{shown}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{shown}: no permission to write in the directory {parent}")
+
+
+def input_files(*paths) -> list[Path]:
+    """Every file a command reads from ``paths`` (a run directory stands for the files in it; None
+    is skipped): the ``inputs`` no output may overwrite (:func:`check_output_path`)."""
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p)
+        out.append(path)
+        if path.is_dir():
+            out += [f for f in path.iterdir() if f.is_file()]
+    return out

@@ -163,15 +163,19 @@ def _summary(vals: np.ndarray) -> dict:
 
 
 def bootstrap_report(report, replicates: int = 1000, seed: int = 0):
-    """Attach class-bootstrap intervals to ``report`` (sets and returns ``report.bootstrap``)."""
+    """``report`` with class-bootstrap intervals (a new Report, ``.bootstrap`` set; the given one is
+    left as it was): OPIS, eps-OPIS and Recall@k, each with its standard error and 95% interval
+    from ``replicates`` resamples of the classes (:func:`class_bootstrap`)."""
+    import dataclasses
+
     from opis_cli.errors import ConfigError
 
     if replicates < 2:
         raise ConfigError(f"--bootstrap needs at least 2 replicates, got {replicates}")
     queries, hits = report.class_recall if report.class_recall is not None else (None, None)
-    report.bootstrap = class_bootstrap(
+    section = class_bootstrap(
         report.curves.utility, report.curves.grid, epsilon=report.config.epsilon,
         contrast=report.config.eps_contrast, recall_hits=hits, recall_queries=queries,
         replicates=replicates, seed=seed,
     )
-    return report.bootstrap
+    return dataclasses.replace(report, bootstrap=section)
