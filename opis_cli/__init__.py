@@ -9,7 +9,7 @@ Library entry points (everything the CLI does)::
     report.opis, report.eps_opis, report.recall_at_k[1], report.to_json()
     advice = opis_cli.recommend_margins(embeddings, labels)   # TCM margins, typed (MarginAdvice)
     report = opis_cli.margins_file("embeddings.parquet")       # opis margins: report.margins
-    view = opis_cli.operating_points(opis_cli.load_dataset("e.parquet"), target_far=1e-3)  # opis thresholds
+    view = opis_cli.thresholds_file("e.parquet", target_far=1e-3)   # opis thresholds: OperatingPoints
     report = opis_cli.bootstrap_report(report, 1000)           # opis evaluate --bootstrap: a new Report
     result = opis_cli.run_gate(opis_cli.load_run("new"), opis_cli.load_run("base"), opis_cli.GateOptions(...))
     opis_cli.compare_runs([opis_cli.load_run(a), opis_cli.load_run(b)])   # opis compare
@@ -23,7 +23,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["evaluate", "evaluate_file", "run_evaluate", "EvaluateRequest", "evaluate_dataset", "margins_file", "recommend_margins", "MarginAdvice",
-           "operating_points", "bootstrap_report", "run_gate", "GateOptions", "compare_runs", "plot_runs",
+           "thresholds_file", "bootstrap_report", "run_gate", "GateOptions", "compare_runs", "plot_runs",
            "load_dataset", "load_run", "save_run", "EvalConfig", "Report", "OpisError", "__version__"]
 
 _LAZY = {
@@ -34,7 +34,7 @@ _LAZY = {
     "EvaluateRequest": "pipeline.evaluate_command",
     "margins_file": "pipeline.margins",
     "recommend_margins": "pipeline.margin_advice",
-    "operating_points": "analyses.operating_points",
+    "thresholds_file": "pipeline.thresholds",
     "bootstrap_report": "statistics.bootstrap",
     "run_gate": "verdicts.gate",
     "GateOptions": "verdicts.gate",

@@ -89,12 +89,12 @@ def test_cli_group_col(tmp_path):
 
 
 def test_thresholds_per_group_match_bruteforce():
-    from opis_cli.analyses.operating_points import operating_points
+    from opis_cli.pipeline.thresholds import thresholds_dataset
 
     x, y, grp = _case(4)
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array", group_column="g"), groups=encode_labels(grp))
     t = 0.6
-    r = operating_points(ds, EvalConfig(calib=(0.3, 0.9), thresholds=11), threshold=t)
+    r = thresholds_dataset(ds, EvalConfig(calib=(0.3, 0.9), thresholds=11), threshold=t).to_dict()
     dist = distance_matrix(x)
     iu, ju = np.triu_indices(len(y), 1)
     d, same = dist[iu, ju], y[iu] == y[ju]

@@ -11,7 +11,7 @@ import pytest
 from opis_cli.config import EvalConfig
 from opis_cli.errors import ConfigError
 from opis_cli.data.io import Dataset, InputInfo, encode_labels
-from opis_cli.analyses.operating_points import operating_points
+from opis_cli.pipeline.thresholds import thresholds_dataset
 
 from bruteforce import distance_matrix, utility
 from test_cli import SAMPLE, run
@@ -76,7 +76,7 @@ def test_thresholds_match_bruteforce(seed):
     if np.min(np.abs(ref["dist"][:, None] - np.array(critical)[None, :])) < GAP:
         pytest.skip("a pair distance within float32 rounding of a threshold")
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
-    r = operating_points(ds, EvalConfig(calib=lo_hi, thresholds=11), target_far=0.01, tar_at_far=fars)
+    r = thresholds_dataset(ds, EvalConfig(calib=lo_hi, thresholds=11), target_far=0.01, tar_at_far=fars).to_dict()
     assert r["threshold"]["value"] == ref["t"]
     assert r["threshold"]["far_on_chosen_set"] <= 0.01
     for got, want in zip(r["classes"], ref["classes"]):
@@ -98,13 +98,13 @@ def test_dev_set_chooses_and_the_test_set_is_measured():
     xd, yd = _data(8)
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
     dev = Dataset(xd, encode_labels(yd), InputInfo(None, "array"))
-    r = operating_points(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02)
+    r = thresholds_dataset(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02).to_dict()
     ref_dev = _brute(xd, yd, (0.02,), (0.3, 0.9), 101)
     assert r["threshold"]["chosen_on"] == "dev" and r["threshold"]["value"] == ref_dev["t"]
     ref = _brute(x, y, (0.02,), (0.3, 0.9), 101, given=ref_dev["t"])
     assert r["pooled"]["far"] == pytest.approx(np.mean(
         ref["dist"][~(y[np.triu_indices(len(y), 1)[0]] == y[np.triu_indices(len(y), 1)[1]])] <= ref["t"]), abs=1e-12)
-    given = operating_points(ds, EvalConfig(calib=(0.3, 0.9)), threshold=ref_dev["t"])
+    given = thresholds_dataset(ds, EvalConfig(calib=(0.3, 0.9)), threshold=ref_dev["t"]).to_dict()
     assert given["classes"] == r["classes"] and given["threshold"]["chosen_on"] == "given"
 
 
@@ -112,11 +112,11 @@ def test_option_errors():
     x, y = _data(1)
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
     with pytest.raises(ConfigError, match="exactly one"):
-        operating_points(ds, target_far=0.1, threshold=0.5)
+        thresholds_dataset(ds, target_far=0.1, threshold=0.5)
     with pytest.raises(ConfigError, match=r"\(0, 1\)"):
-        operating_points(ds, target_far=1.5)
+        thresholds_dataset(ds, target_far=1.5)
     with pytest.raises(ConfigError, match="outside"):
-        operating_points(ds, threshold=3.0)
+        thresholds_dataset(ds, threshold=3.0)
 
 
 def test_cli_table_json_and_plot(tmp_path):
@@ -186,7 +186,7 @@ def _served_and_unserved():
 def test_never_served_classes_are_flagged_and_listed_apart():
     x, y = _served_and_unserved()
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
-    r = operating_points(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.2)
+    r = thresholds_dataset(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.2).to_dict()
     rows = {c["label"]: c for c in r["classes"]}
     # Brute force: class 99's only positive pair is at distance 2 (opposite vectors), so it is
     # accepted only at t = 2, where every negative is accepted too: utility 0 everywhere.
@@ -204,14 +204,15 @@ def test_never_served_classes_are_flagged_and_listed_apart():
 def test_min_class_size_keeps_tiny_classes_out_of_the_worst_lists_and_says_so():
     x, y = _served_and_unserved()
     ds = Dataset(x, encode_labels(y), InputInfo(None, "array"))
-    plain = operating_points(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.3)
-    held = operating_points(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.3, min_class_size=3)
+    plain = thresholds_dataset(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.3).to_dict()
+    held = thresholds_dataset(ds, EvalConfig(calib=(0.05, 0.5), thresholds=11), threshold=0.3,
+                              min_class_size=3).to_dict()
     assert 77 in plain["worst_by_utility"] and plain["held_back"] == {"min_class_size": 2, "classes": 0}
     assert 77 not in held["worst_by_utility"] and 77 not in held["worst_by_far"]
     assert held["held_back"] == {"min_class_size": 3, "classes": 1}  # 77 (99 is never served: listed apart)
     assert held["classes"] == plain["classes"]  # figures unchanged, only the lists
     with pytest.raises(ConfigError, match="min-class-size"):
-        operating_points(ds, EvalConfig(calib=(0.05, 0.5)), threshold=0.3, min_class_size=1)
+        thresholds_dataset(ds, EvalConfig(calib=(0.05, 0.5)), threshold=0.3, min_class_size=1)
 
 
 def test_thresholds_markdown_through_the_cli(tmp_path):
@@ -233,4 +234,23 @@ def test_a_dev_set_of_another_dimension_is_refused():
     from opis_cli.errors import InputError
 
     with pytest.raises(InputError, match="--dev has 7-dimensional embeddings but the input has 12"):
-        operating_points(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02)
+        thresholds_dataset(ds, EvalConfig(calib=(0.3, 0.9)), dev=dev, target_far=0.02)
+
+
+def test_the_typed_result_is_what_the_cli_writes(tmp_path):
+    # opis thresholds is one library call (pipeline.thresholds.thresholds_file): its typed result's
+    # JSON is the CLI's --json, byte for byte.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from opis_cli.pipeline.thresholds import thresholds_file
+
+    data = Path(__file__).resolve().parents[1] / "sample_data" / "model_a.parquet"
+    result = thresholds_file(data, config=EvalConfig(calib=(0.2, 0.8)), target_far=0.01, tar_at_far=(0.001,))
+    assert result.value == result.to_dict()["threshold"]["value"] and result.classes
+    out = tmp_path / "t.json"
+    opis = Path(sys.executable).parent / "opis"
+    subprocess.run([str(opis), "thresholds", str(data), "--calib", "0.2:0.8", "--target-far", "0.01",
+                    "--tar-at-far", "0.001", "--json", str(out), "-q"], check=True, capture_output=True)
+    assert out.read_text() == result.to_json()

@@ -25,6 +25,9 @@ calibration range), and one sweep of the evaluated set (per-class counts, and th
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 import numpy as np
 
 from opis_cli import __version__
@@ -35,20 +38,12 @@ from opis_cli.errors import ConfigError, InputError
 from opis_cli.data.io import Dataset
 from opis_cli.engine.accumulators import ClassCounts, GroupCounts
 from opis_cli.engine.sweep import sweep
-from opis_cli.data.prepare import prepare_embeddings
+from opis_cli.data.prepare import PreparedEmbeddings
 
 # Version 2: whole-span best-threshold search (best_at_search_bound, never_served, search),
 # min_class_size / held_back; docs/report-format.md.
 SCHEMA_VERSION = 2
 SPAN_POINTS = 201
-
-
-def _prepare(dataset: Dataset, config: EvalConfig):
-    sizes = np.bincount(dataset.labels.codes, minlength=dataset.labels.n_classes)
-    if int((sizes >= 2).sum()) < 2:
-        raise InputError(f"need at least two classes with two or more members; found {int((sizes >= 2).sum())}")
-    return prepare_embeddings(dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
-                              metric=config.metric, normalize=config.normalize), sizes
 
 
 def _choose(p, fars, memory_budget, threads, progress):
@@ -67,30 +62,9 @@ def _choose(p, fars, memory_budget, threads, progress):
     return out, edges, pooled, step
 
 
-def operating_points(
-    dataset: Dataset,
-    config: EvalConfig | None = None,
-    *,
-    dev: Dataset | None = None,
-    target_far: float | None = None,
-    threshold: float | None = None,
-    tar_at_far: tuple[float, ...] = (),
-    worst: int = 10,
-    min_class_size: int = 2,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    threads: int | None = None,
-    progress=None,
-) -> dict:
-    """The deployment view of ``dataset`` at one global threshold (module docstring); a JSON-ready
-    dict (``kind: "thresholds"``).
-
-    Exactly one of ``target_far`` (choose t on ``dev``, else on ``dataset``, for pooled FAR <= it)
-    and ``threshold`` (t given, in distance units). Per class, at t:
-    FAR_i = 1 - TRR_i(t), FRR_i = 1 - TAR_i(t), U_i(t) as in docs/definitions.md; the class's best
-    threshold is argmax_t' U_i(t') over the searched thresholds (module docstring; the smallest on
-    ties), null when U_i = 0 at all of them ("never served").
-    """
-    config = config or EvalConfig()
+def check_options(config: EvalConfig, dataset: Dataset, dev: Dataset | None, *, target_far: float | None,
+                  threshold: float | None, tar_at_far: tuple[float, ...], min_class_size: int) -> None:
+    """ConfigError / InputError for options that cannot describe one deployment (before any work)."""
     if not (isinstance(min_class_size, int) and min_class_size >= 2):
         raise ConfigError(f"--min-class-size must be an integer >= 2, got {min_class_size!r}")
     if (target_far is None) == (threshold is None):
@@ -105,16 +79,43 @@ def operating_points(
     if dev is not None and dev.d != dataset.d:
         raise InputError(f"--dev has {dev.d}-dimensional embeddings but the input has {dataset.d}: a threshold "
                          "chosen on one model's distances means nothing for another's; embed both with the same model")
+
+
+def operating_points(
+    p: PreparedEmbeddings,
+    sizes: np.ndarray,
+    dataset: Dataset,
+    config: EvalConfig,
+    *,
+    p_dev: PreparedEmbeddings | None = None,
+    dev: Dataset | None = None,
+    target_far: float | None = None,
+    threshold: float | None = None,
+    tar_at_far: tuple[float, ...] = (),
+    worst: int = 10,
+    min_class_size: int = 2,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+    progress=None,
+) -> "OperatingPoints":
+    """The deployment view of ``dataset`` (prepared as ``p``, class sizes ``sizes``) at one global
+    threshold (module docstring); options checked by :func:`check_options`. The library call is
+    :func:`opis_cli.pipeline.thresholds.thresholds_file`.
+
+    Exactly one of ``target_far`` (choose t on ``dev``, prepared as ``p_dev``, else on ``dataset``,
+    for pooled FAR <= it) and ``threshold`` (t given, in distance units). Per class, at t:
+    FAR_i = 1 - TRR_i(t), FRR_i = 1 - TAR_i(t), U_i(t) as in docs/definitions.md; the class's best
+    threshold is argmax_t' U_i(t') over the searched thresholds (module docstring; the smallest on
+    ties), null when U_i = 0 at all of them ("never served").
+    """
     stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
-    p, sizes = _prepare(dataset, config)
 
     # Thresholds: on dev (or the evaluated set) for the FAR targets.
     fars = tuple(sorted(set(([target_far] if target_far is not None else []) + list(tar_at_far))))
-    chooser_name = "dev" if dev is not None else "input"
+    chooser_name = "dev" if p_dev is not None else "input"
     chosen, input_fine = {}, None
     if fars:
-        if dev is not None:
-            p_dev, _ = _prepare(dev, config)
+        if p_dev is not None:
             chosen, *_ = _choose(p_dev, fars, memory_budget, threads, stage("choosing thresholds (dev)"))
         else:
             chosen, *rest = _choose(p, fars + ((config.calib_far[1],) if config.calib is None else ()),
@@ -182,43 +183,94 @@ def operating_points(
     by_utility = sorted(eligible, key=lambda i: (u_c[i], i))[:worst]
     by_far = sorted(eligible, key=lambda i: (-far_c[i], i))[:worst]
     small = int(((curves.sizes < min_class_size) & served).sum())
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "thresholds",
-        "tool": {"name": "opis-cli", "version": __version__},
-        "input": _input_section(dataset, curves.n_classes),
-        **({"dev": _input_section(dev, None)} if dev is not None else {}),
-        "config": config.to_dict(),
-        "calibration": {"mode": calibration.mode, "lo": calibration.lo, "hi": calibration.hi,
-                        "thresholds": config.thresholds},
-        "threshold": {
+    return OperatingPoints(
+        input=_input_section(dataset, curves.n_classes),
+        dev=_input_section(dev, None) if dev is not None else None,
+        config=config,
+        calibration=calibration,
+        threshold={
             "value": float(t), "chosen_on": "given" if threshold is not None else chooser_name,
             **({"target_far": target_far, "far_on_chosen_set": chosen[target_far][1], "resolution": 1e-4}
                if target_far is not None else {}),
         },
-        "pooled": {"tar": float(pooled_pos[it] / n_pos) if n_pos else 0.0,
-                   "far": float(pooled_neg[it] / n_neg) if n_neg else 0.0,
-                   "frr": float(1 - pooled_pos[it] / n_pos) if n_pos else 1.0,
-                   "positive_pairs": n_pos, "negative_pairs": n_neg},
-        "spread": {"far": spread(far_c), "frr": spread(frr_c), "utility": spread(u_c),
-                   "best_minus_global": spread((best_t - t)[served])},
-        "search": {"lo": 0.0, "hi": float(top), "thresholds": int(len(edges)),
-                   "note": f"the calibration grid, the chosen thresholds and {SPAN_POINTS} evenly spaced "
-                           f"thresholds over [0, {top:g}]"},
-        "worst_by_utility": [labels[i] for i in by_utility],
-        "worst_by_far": [labels[i] for i in by_far],
-        "never_served": [labels[i] for i in range(len(classes)) if not served[i]],
-        "held_back": {"min_class_size": min_class_size, "classes": small},
-        "tar_at_far": {
+        pooled={"tar": float(pooled_pos[it] / n_pos) if n_pos else 0.0,
+                "far": float(pooled_neg[it] / n_neg) if n_neg else 0.0,
+                "frr": float(1 - pooled_pos[it] / n_pos) if n_pos else 1.0,
+                "positive_pairs": n_pos, "negative_pairs": n_neg},
+        spread={"far": spread(far_c), "frr": spread(frr_c), "utility": spread(u_c),
+                "best_minus_global": spread((best_t - t)[served])},
+        search={"lo": 0.0, "hi": float(top), "thresholds": int(len(edges)),
+                "note": f"the calibration grid, the chosen thresholds and {SPAN_POINTS} evenly spaced "
+                        f"thresholds over [0, {top:g}]"},
+        worst_by_utility=[labels[i] for i in by_utility],
+        worst_by_far=[labels[i] for i in by_far],
+        never_served=[labels[i] for i in range(len(classes)) if not served[i]],
+        held_back={"min_class_size": min_class_size, "classes": small},
+        tar_at_far={
             key: {"far_on_chosen_set": chosen[float(key)][1], **entry}
-            for key, entry in tar_at_far_section(hist, sizes,
-                                                 {f: chosen[f][0] for f in tar_at_far}).items()
+            for key, entry in tar_at_far_section(hist, sizes, {f: chosen[f][0] for f in tar_at_far}).items()
         },
-        "classes": classes,
-    }
-    if dataset.groups is not None:
-        report["groups"] = _groups_at(swept[1], dataset, it, config)
-    return report
+        classes=classes,
+        groups=_groups_at(swept[1], dataset, it, config) if dataset.groups is not None else None,
+    )
+
+
+@dataclass
+class OperatingPoints:
+    """What ``opis thresholds`` computes: the deployment view at one global threshold.
+
+    :meth:`to_dict` / :meth:`to_json` give the report (``kind: "thresholds"``, schema
+    SCHEMA_VERSION; docs/report-format.md) with the JSON conventions of evaluate's Report: fixed
+    key order, shortest float repr, no NaN, UTF-8."""
+
+    input: dict
+    config: EvalConfig
+    calibration: CalibrationRange
+    threshold: dict  # value, chosen_on, target_far, far_on_chosen_set, resolution
+    pooled: dict  # tar, far, frr at the threshold; pair counts
+    spread: dict  # min / median / max of far, frr, utility, best_minus_global across classes
+    search: dict
+    worst_by_utility: list
+    worst_by_far: list
+    never_served: list
+    held_back: dict
+    tar_at_far: dict
+    classes: list
+    dev: dict | None = None
+    groups: dict | None = None
+
+    @property
+    def value(self) -> float:
+        """The global threshold t (distance units)."""
+        return float(self.threshold["value"])
+
+    def to_dict(self) -> dict:
+        out = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "thresholds",
+            "tool": {"name": "opis-cli", "version": __version__},
+            "input": self.input,
+            **({"dev": self.dev} if self.dev is not None else {}),
+            "config": self.config.to_dict(),
+            "calibration": {"mode": self.calibration.mode, "lo": self.calibration.lo, "hi": self.calibration.hi,
+                            "thresholds": self.config.thresholds},
+            "threshold": self.threshold,
+            "pooled": self.pooled,
+            "spread": self.spread,
+            "search": self.search,
+            "worst_by_utility": self.worst_by_utility,
+            "worst_by_far": self.worst_by_far,
+            "never_served": self.never_served,
+            "held_back": self.held_back,
+            "tar_at_far": self.tar_at_far,
+            "classes": self.classes,
+        }
+        if self.groups is not None:
+            out["groups"] = self.groups
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def tar_at_far_section(hist, sizes: np.ndarray, thresholds: dict) -> dict:

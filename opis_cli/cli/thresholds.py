@@ -92,11 +92,8 @@ def thresholds(
     """The deployment view: at one global threshold, every class's FAR, FRR and utility, and its own best threshold."""
     progress = _progress(quiet)
     with exit_on_errors(progress):
-        import json as _json
-
-        from opis_cli.analyses.operating_points import operating_points
         from opis_cli.config import EvalConfig, parse_memory_size
-        from opis_cli.data.io import load_dataset
+        from opis_cli.pipeline.thresholds import thresholds_file
         from opis_cli.report.runs import atomic_write_text, check_output_path
         from opis_cli.threads import check_threads
 
@@ -107,15 +104,12 @@ def thresholds(
                             **_range_options(calib, calib_far))
         fars = _far_list(tar_at_far)
         check_threads(threads)
-        dataset = load_dataset(input, labels=labels, embedding_col=embedding_col, label_col=label_col,
-                               group_col=group_col)
-        dev_set = (load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col)
-                   if dev is not None else None)
-        report = operating_points(dataset, config, dev=dev_set, target_far=target_far, threshold=threshold,
-                                  tar_at_far=fars, worst=worst, min_class_size=min_class_size,
-                                  memory_budget=parse_memory_size(memory_budget), threads=threads, progress=progress)
+        result = thresholds_file(input, labels=labels, dev=dev, dev_labels=dev_labels, embedding_col=embedding_col,
+                                 label_col=label_col, group_col=group_col, config=config, target_far=target_far,
+                                 threshold=threshold, tar_at_far=fars, worst=worst, min_class_size=min_class_size,
+                                 memory_budget=parse_memory_size(memory_budget), threads=threads, progress=progress)
         progress.stop()
-        text = _json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        report, text = result.to_dict(), result.to_json()
         if json_path is not None and json_path != "-":
             atomic_write_text(json_path, text)
     _render(report, text, fmt, json_path, quiet, worst)
