@@ -20,8 +20,9 @@ Default targets bracket the calibration range: F = the pooled FAR at its upper e
 negative accepted anywhere in the range is hard), R = the pooled FRR at its lower end lo (every
 positive rejected anywhere in the range is hard).
 
-Everything is counted over all pairs with the exact engine: positives on the whole fine grid
-(within-class blocks, cheap), negatives on the fine grid cut above the largest threshold any
+Everything is counted over all pairs with the exact engine, on the evaluation's own sweep
+(PooledCounts accumulators, pipeline/margins.py): positives on the whole fine grid (each row's own
+class columns only, cheap), negatives on the fine grid cut above the largest threshold any
 candidate needs (pairs beyond are counted from totals), with per-bin sums of distances for the
 TCM loss:
 
@@ -155,7 +156,7 @@ def margin_warnings(row: dict, current_opis: float) -> list[str]:
 def margin_grids(p: PreparedEmbeddings, far: float, margin_plus: float | None = None,
                  margin_minus: float | None = None, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positive edges, negative edges) the margins' pooled sums are counted on: positives on the
-    whole 1e-4 grid (within classes, cheap), negatives on the grid cut where a seeded sample puts
+    whole 1e-4 grid (a row's own class columns, cheap), negatives on the grid cut where a seeded sample puts
     the pooled FAR well above the largest candidate target (3 ``far``; pairs beyond come from
     totals), both holding any given margin's threshold as an edge."""
     full, _ = fine_edges(2.0)
