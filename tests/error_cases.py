@@ -413,6 +413,16 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--calib", "0:0.0001", "--no-save"]
 
 
+@case("margins-default-target-out-of-range",
+      "opis margins at a range whose lower end accepts no positive pair (the default FRR target would be 1)",
+      section="options")
+def _(d):
+    import shutil
+
+    shutil.copy(SAMPLE / "model_a.parquet", d / "emb.parquet")
+    return ["margins", d / "emb.parquet", "--calib", "0.2:0.8", "--no-save"]
+
+
 @case("calib-far-outside", "--calib-far bounds outside (0, 1)", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--calib-far", "0.01:1.5"]

@@ -64,3 +64,33 @@ def test_errors_leave_with_exit_code_2_and_one_line(capsys):
                 pass
     assert exited.value.exit_code == EXIT_USAGE
     assert capsys.readouterr().err.strip() == "error: --scheduler and --workers need --engine dask"
+
+
+def test_the_public_api_does_what_every_command_does(tmp_path):
+    # The README's Python API section, run: each command's work is one documented call.
+    import opis_cli
+    from opis_cli.verdicts.gate import Limit
+
+    data = Path(__file__).resolve().parents[1] / "sample_data"
+    config = opis_cli.EvalConfig(calib=(0.2, 0.8))
+    runs = []
+    for name in ("model_a", "model_b"):
+        outcome = opis_cli.run_evaluate(opis_cli.EvaluateRequest(
+            data / f"{name}.parquet", config=config, bootstrap=50, out_dir=tmp_path, name=name))
+        assert outcome.run_dir == tmp_path / "runs" / name and outcome.report.bootstrap is not None
+        runs.append(opis_cli.load_run(outcome.run_dir))
+    # Model B is the sample data's worse model (OPIS ~15x A's): a 10% gate fails, a lax one passes.
+    strict = opis_cli.run_gate(runs[1], runs[0], opis_cli.GateOptions(max_opis_increase=Limit(0.1, relative=True)))
+    lax = opis_cli.run_gate(runs[1], runs[0], opis_cli.GateOptions(max_opis_increase=Limit(100.0, relative=True)))
+    assert not strict.passed and lax.passed
+    assert opis_cli.compare_runs(runs) is not None
+    assert opis_cli.plot_runs(runs, tmp_path / "compare.png", kind="compare").exists()
+    view = opis_cli.thresholds_file(data / "model_a.parquet", config=config, target_far=1e-2)
+    assert 0.0 <= view.value <= 2.0 and view.to_dict()["kind"] == "thresholds"
+    with pytest.raises(opis_cli.OpisError, match="the default --target-frr, the pooled FRR at lo = 0.2, is 1"):
+        opis_cli.margins_file(data / "model_a.parquet", config=config)  # no positive pair at or below 0.2
+    report = opis_cli.margins_file(data / "model_a.parquet", config=config, target_frr=0.2)
+    assert -1.0 <= report.margins["recommended"]["margin_minus"] <= 1.0
+    plain = opis_cli.evaluate_file(data / "model_a.parquet", config=config)
+    with_intervals = opis_cli.bootstrap_report(plain, 20)
+    assert plain.bootstrap is None and with_intervals.bootstrap is not None  # a new Report

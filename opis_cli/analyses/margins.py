@@ -227,6 +227,12 @@ def margins_section(
         raise ConfigError("TCM margins are cosine similarities: use --metric cosine")
     far = report.far_at_hi if target_far is None else float(target_far)
     frr = (1.0 - report.tar_at_lo) if target_frr is None else float(target_frr)
+    cal = report.calibration
+    for given, value, option, where in ((target_far, far, "--target-far", f"the pooled FAR at hi = {cal.hi:g}"),
+                                        (target_frr, frr, "--target-frr", f"the pooled FRR at lo = {cal.lo:g}")):
+        if given is None and not 0.0 < value < 1.0:
+            raise ConfigError(f"the default {option}, {where}, is {value:g}: a margin needs a target strictly between "
+                              f"0 and 1; pass {option} or a calibration range where pairs lie on both sides")
     check_margin_options(far, frr, margin_plus, margin_minus, lambda_plus, lambda_minus)
     full, _ = fine_edges(2.0)
     given_t = [] if margin_plus is None else [1.0 - margin_plus, 1.0 - margin_minus]
