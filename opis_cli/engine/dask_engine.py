@@ -29,8 +29,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-
 from opis_cli.engine.dask_client import CLOSE_TIMEOUT, TIMEOUTS, cause, client_class, probe, quiet_logs, \
     quiet_workers_plugin, scheduler_address
 from opis_cli.errors import ConfigError
