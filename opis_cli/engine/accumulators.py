@@ -141,20 +141,27 @@ class ClassCounts(GridAccumulator):
         pos_hist = np.zeros((nt, nr * t), np.int64)
         row_same = np.full((m, 1), np.inf, np.float32)
         row_other = np.full((m, kk), np.inf, np.float32)
-        col_same = np.full((nt, n, 1), np.inf, np.float32)
-        col_other = np.full((nt, n, kk), np.inf, np.float32)
+        # Column candidates: (threads, n, k) for k > 1, contiguous (threads, n) for k == 1.
+        wide = n if kmax > 1 else 0
+        col_same = np.full((nt, wide, 1), np.inf, np.float32)
+        col_other = np.full((nt, wide, kk), np.inf, np.float32)
+        col_min_same = np.full((nt, n if kmax == 1 else 0), np.inf, np.float32)
+        col_min_other = np.full((nt, n if kmax == 1 else 0), np.inf, np.float32)
         kernels.block_counts(pn.g, (rc - r0) * t, (cc - c0) * t, pn.same_lo, pn.same_hi, pn.diagonal, ctx.metric,
                              self.s_min, ctx.sq[pn.i0:pn.i1], ctx.sq[pn.j0:pn.j1], self.e0, self.inv, self.upper, nt,
-                             row_hist, col_hist, pos_hist, kmax, row_same, row_other, col_same, col_other)
+                             row_hist, col_hist, pos_hist, kmax, row_same, row_other, col_same, col_other,
+                             col_min_same, col_min_other)
         self.anchored[r0:r0 + nr] += row_hist.sum(axis=0).reshape(nr, t)
         self.anchored[c0:c0 + nc] += col_hist.sum(axis=0).reshape(nc, t)
         self.pos[r0:r0 + nr] += pos_hist.sum(axis=0).reshape(nr, t)
-        if self.neighbours is not None:
+        if kmax == 1:
+            self.neighbours.update(pn.i0, row_same[:, 0], row_other)
+            self.neighbours.update(pn.j0, col_min_same.min(axis=0), col_min_other.min(axis=0)[:, None])
+        elif kmax > 1:
             self.neighbours.update(pn.i0, row_same[:, 0], row_other)
             col_best = col_other[0]
             for th in range(1, nt):
-                col_best = k_smallest(np.concatenate([col_best, col_other[th]], axis=1), kmax, axis=1) \
-                    if kmax > 1 else np.minimum(col_best, col_other[th])
+                col_best = k_smallest(np.concatenate([col_best, col_other[th]], axis=1), kmax, axis=1)
             self.neighbours.update(pn.j0, col_same.min(axis=0)[:, 0], col_best)
 
     def merge(self, other: "ClassCounts") -> "ClassCounts":
