@@ -125,3 +125,22 @@ def test_benchmark_smoke_runs():
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["engine"] for r in rows] == ["local", "dask, 1 worker(s)", "dask, 2 worker(s)"]
     assert all(r.get("identical", True) for r in rows)
+
+
+def test_dask_group_counts_give_the_local_report(client, data):
+    # --group-col on the cluster: the group accumulator (its specs scattered once) gives the local
+    # report byte for byte.
+    from dataclasses import replace
+
+    from opis_cli.config import EvalConfig
+    from opis_cli.data.io import encode_labels
+    from opis_cli.pipeline.evaluation import array_dataset, evaluate_dataset
+
+    x, y = data
+    ds = array_dataset(x, y)
+    ds = replace(ds, groups=encode_labels(np.arange(len(y)) % 5), info=replace(ds.info, group_column="g"))
+    config = EvalConfig(calib=(0.4, 0.9))
+    local = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact")
+    remote = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact", client=client)
+    assert remote.groups == local.groups and remote.groups["groups_used"] == 5
+    assert json.dumps(_without_engine(remote)) == json.dumps(_without_engine(local))

@@ -5,8 +5,8 @@ splits into independent tasks whose partial results merge by addition (pairs.Pas
 task runs the engine's one block function, :func:`opis_cli.engine.pairs.stripe_counts`, on a few row
 stripes of the upper triangle; Dask schedules, retries and moves the tasks:
 
-* the prepared embeddings are scattered to every worker once (``broadcast=True``), not sent with
-  each task;
+* the prepared embeddings and the accumulators' specs are scattered to every worker once
+  (``broadcast=True``), not sent with each task;
 * partial results are merged in a tree as they complete (pairs of finished results are merged on
   the workers, so no single node receives every partial result);
 * progress is reported from task completion;
@@ -99,12 +99,14 @@ def dask_sweep(
     chunks = [stripes[i:i + per_task] for i in range(0, len(stripes), per_task)]
     try:
         embeddings = client.scatter(p, broadcast=True, hash=False)
+        # The specs too: a group accumulator carries N group codes, which each task must not resend.
+        specs = client.scatter([list(accumulators)], broadcast=True, hash=False)[0]
     except TIMEOUTS:  # the scheduler found no running worker to take the data: gone meanwhile
         raise _lost_all_workers() from None
     pairs_of = {}
     pending = []
     for chunk in chunks:
-        future = client.submit(_stripe_task, embeddings, run_stripes, accumulators, chunk, memory_budget, threads,
+        future = client.submit(_stripe_task, embeddings, run_stripes, specs, chunk, memory_budget, threads,
                                pure=False)
         pairs_of[future.key] = sum(stripe_pairs(p.n, s0, s1) for s0, s1 in chunk)
         pending.append(future)
