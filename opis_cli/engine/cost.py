@@ -35,14 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 
 # Reference machine: this project's 2-core x86-64 VM, 2 threads, idle. Fit (relative least
-# squares) to 8 end-to-end opis_cli.evaluate runs measured 2026-11-29: N = 30k-80k, D = 64-1024,
-# 1,000 classes, the default --calib-far 0.001:0.1 and the same range pinned; every run within
-# 10% of the model (docs/performance.md, "Choosing the engine"). A range where most pairs fall
-# inside (lo, hi] runs the kernel up to 3x slower: a realistic range was measured, not that.
-EXACT_FLOPS_PER_S = 168e9
-EXACT_KERNEL_PAIRS_PER_S = 276e6
-EXACT_FIXED_SECONDS = 3.2
-EXACT_ROW_SECONDS = 21e-6
+# squares, non-negative) to 8 end-to-end opis_cli.evaluate runs re-measured 2026-11-29 after the
+# one-sweep engine (issue 16): N = 30k-80k, D = 64-1024, 1,000 classes, the default --calib-far
+# 0.001:0.1 and the same range pinned; every run within 9% of the model (docs/performance.md,
+# "Choosing the engine"). The per-row term fell to zero once the plots' distributions rode on the
+# sweep. A range where most pairs fall inside (lo, hi] runs the kernel up to 3x slower: a
+# realistic range was measured, not that.
+EXACT_FLOPS_PER_S = 184e9
+EXACT_KERNEL_PAIRS_PER_S = 370e6
+EXACT_FIXED_SECONDS = 0.6
+EXACT_ROW_SECONDS = 0.0
 #: The approximate engine must beat the exact estimate by this factor to be chosen: its
 #: figures are estimates, worth it only for a clear saving.
 APPROXIMATE_SPEEDUP = 2.0
