@@ -42,3 +42,8 @@ def _(d):
 @case("workers-below-1", "--workers 0 (a local cluster needs a worker process)", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--engine", "dask", "--workers", "0", "--no-save"]
+
+
+@case("dask-with-numpy-kernel", "--engine dask with --kernel numpy (the reference path is local only)", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--engine", "dask", "--kernel", "numpy", "--no-save"]

@@ -144,3 +144,13 @@ def test_dask_group_counts_give_the_local_report(client, data):
     remote = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact", client=client)
     assert remote.groups == local.groups and remote.groups["groups_used"] == 5
     assert json.dumps(_without_engine(remote)) == json.dumps(_without_engine(local))
+
+
+def test_the_reference_kernel_on_a_cluster_is_a_usage_error(client, data):
+    from opis_cli.engine.sweep import exact_pass
+    from opis_cli.errors import ConfigError
+
+    x, y = data
+    p = prepare_embeddings(x, y, 60)
+    with pytest.raises(ConfigError, match="drop --kernel numpy"):
+        exact_pass(p, np.linspace(0.3, 0.9, 5), kernel="numpy", client=client)

@@ -22,6 +22,7 @@ from opis_cli.engine.accumulators import Accumulator, ClassCounts, PooledCounts,
 from opis_cli.engine.histograms import PairHistograms, PooledHistogram
 from opis_cli.engine.neighbours import NeighbourState
 from opis_cli.engine.panels import panel_products, panel_shape, row_stripes, stripe_panels
+from opis_cli.errors import ConfigError
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -122,7 +123,8 @@ def exact_pass(
     kernel = resolve_kernel(kernel)
     if kernel == "numpy":
         if client is not None:
-            raise ValueError("the Dask engine runs the fused kernel (numba)")
+            raise ConfigError("the Dask engine runs the fused kernel: drop --kernel numpy (the reference path runs "
+                              "in this process only)")
         from opis_cli.engine.reference import reference_pass
         from opis_cli.threads import thread_limit
 

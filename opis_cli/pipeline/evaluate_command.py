@@ -135,6 +135,9 @@ def _evaluate(request: EvaluateRequest, progress, notify) -> "Report":
     from opis_cli.threads import check_threads
 
     check_threads(request.threads)
+    if request.engine == "dask" and request.kernel == "numpy":  # before a cluster is started for nothing
+        raise OpisError("--engine dask runs the fused kernel: drop --kernel numpy (the reference path runs in this "
+                        "process only)")
     approx = None
     if request.index in ("ivf", "hnsw", "auto"):
         from opis_cli.engine.approximate import ApproxOptions
