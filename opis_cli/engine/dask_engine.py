@@ -1,9 +1,10 @@
 """The exact engine on a Dask cluster (optional extra: ``pip install 'opis-cli[dask]'``).
 
-The pair histograms are integer counts and the Recall@k candidates are minima, so an exact pass
-splits into independent tasks whose partial results merge by addition (pairs.PassCounts). Each
-task runs the engine's one block function, :func:`opis_cli.engine.pairs.stripe_counts`, on a few row
-stripes of the upper triangle; Dask schedules, retries and moves the tasks:
+An exact sweep's accumulators hold integer counts, sums and Recall@k minima, so a sweep splits
+into independent tasks whose partial states merge by addition (accumulators.py). The driver
+(sweep.py) hands this executor its one block function, ``run_stripes``, with unstarted
+accumulator specs; each task runs it on a few row stripes of the upper triangle (this module
+imports nothing of the driver); Dask schedules, retries and moves the tasks:
 
 * the prepared embeddings and the accumulators' specs are scattered to every worker once
   (``broadcast=True``), not sent with each task;
