@@ -477,6 +477,13 @@ def _(d):
     return ["thresholds", _valid_parquet(d), "--dev", _parquet(d / "dev.parquet", x, y), "--target-far", "0.05"]
 
 
+@case("dev-npy-without-labels", "opis thresholds --dev given a .npy without --dev-labels", section="options")
+def _(d):
+    x, _ = _rows(seed=1)
+    np.save(d / "dev.npy", x)
+    return ["thresholds", _valid_parquet(d), "--dev", d / "dev.npy", "--target-far", "0.05"]
+
+
 @case("epsilon-outside", "--epsilon outside (0, 1)", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--epsilon", "1.2"]

@@ -78,11 +78,12 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def labels_format_error(path: Path, fmt: str | None) -> InputError:
-    """The error for a ``--labels`` file that is neither .npy nor .npz, with what to do instead."""
+def labels_format_error(path: Path, fmt: str | None, option: str = "--labels") -> InputError:
+    """The error for a ``--labels`` (``option``) file that is neither .npy nor .npz, with what to do
+    instead."""
     if fmt in ("parquet", "arrow"):
         kind = "a Parquet" if fmt == "parquet" else "an Arrow"
-        return InputError(f"--labels {path} is {kind} table, but --labels takes a .npy (or .npz) array: save the "
+        return InputError(f"{option} {path} is {kind} table, but {option} takes a .npy (or .npz) array: save the "
                           "label column with numpy.save, or put the embeddings in that table as a list column and "
                           "give the table alone (choose its label column with --label-col)")
     with open(path, "rb") as fh:
@@ -90,7 +91,7 @@ def labels_format_error(path: Path, fmt: str | None) -> InputError:
     text = head.decode("utf-8", "replace").rstrip("\ufffd")  # the cut at 4096 bytes may split a character
     looks_text = "\ufffd" not in text and all(ch.isprintable() or ch in "\t\r\n" for ch in text)
     what = "it looks like text, a CSV?" if looks_text else "unrecognised format"
-    return InputError(f"--labels {path} is not a .npy file ({what}); --labels takes a .npy (or .npz) array: "
+    return InputError(f"{option} {path} is not a .npy file ({what}); {option} takes a .npy (or .npz) array: "
                       "save the labels with numpy.save")
 
 

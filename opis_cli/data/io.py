@@ -168,6 +168,7 @@ def load_dataset(
     embedding_col: str | None = None,
     label_col: str | None = None,
     group_col: str | None = None,
+    labels_option: str = "--labels",
 ) -> Dataset:
     """Load embeddings and labels (and, with ``group_col``, a group key) from a file.
 
@@ -180,15 +181,17 @@ def load_dataset(
     embedding_col, label_col : table column names; auto-detected when omitted (the single list
         column, and the column named label/labels/class/y).
     group_col : a table column, or an array of an ``.npz``, of group keys (integers or strings).
+    labels_option : the option that gave ``labels``, named in messages (``--dev-labels`` for a
+        development set).
     """
     p = Path(path)
     require_regular_file(p)
     if labels is not None:
-        require_regular_file(Path(labels), "--labels")
+        require_regular_file(Path(labels), labels_option)
     fmt = detect_format(p)
     if fmt in ("parquet", "arrow"):
         if labels is not None:
-            raise InputError("--labels is for .npy embeddings; tables carry their own label column")
+            raise InputError(f"{labels_option} is for .npy embeddings; tables carry their own label column")
         return _load_table(p, fmt, embedding_col, label_col, group_col)
     if embedding_col is not None or label_col is not None:
         raise InputError("--embedding-col/--label-col apply to Parquet and Arrow tables only")
@@ -196,13 +199,13 @@ def load_dataset(
         if group_col is not None:
             raise InputError("--group-col needs a Parquet/Arrow table or an .npz holding that array")
         if labels is None:
-            raise InputError(f"{p} holds only embeddings; pass the labels with --labels labels.npy")
+            raise InputError(f"{p} holds only embeddings; pass the labels with {labels_option} labels.npy")
         emb = _load_npy(p, "embeddings")
-        lab = _load_labels_file(Path(labels))
+        lab = _load_labels_file(Path(labels), labels_option)
         return _assemble(emb, lab, InputInfo(path=str(path), format="npy"))
     # npz
     if labels is not None:
-        raise InputError("--labels is for .npy embeddings; an .npz carries its own 'labels' array")
+        raise InputError(f"{labels_option} is for .npy embeddings; an .npz carries its own 'labels' array")
     return _load_npz(p, str(path), group_col)
 
 
@@ -258,19 +261,19 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise InputError(f"{path}: cannot read .npy file (damaged header: {exc.__class__.__name__})") from None
 
 
-def _load_labels_file(path: Path) -> Any:
+def _load_labels_file(path: Path, option: str = "--labels") -> Any:
     fmt = sniff_format(path)
     if fmt == "npy":
         return _load_npy(path, "labels")
     if fmt != "npz":
-        raise labels_format_error(path, fmt)
+        raise labels_format_error(path, fmt, option)
 
     # An .npz given to --labels: its array named 'labels' (the name an .npz input uses), else its
     # only array (np.savez(f, y) calls it arr_0). With several arrays and none called 'labels',
     # picking one by length could silently take ids or a split column for the classes: refuse.
     def choose(names: list[str]) -> list[str]:
         if "labels" not in names and len(names) != 1:
-            raise InputError(f"--labels {path} holds arrays {', '.join(map(repr, names)) or '(none)'}, none named "
+            raise InputError(f"{option} {path} holds arrays {', '.join(map(repr, names)) or '(none)'}, none named "
                              "'labels'; save the labels alone with numpy.save, or name the array 'labels'")
         return ["labels" if "labels" in names else names[0]]
 

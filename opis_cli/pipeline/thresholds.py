@@ -55,6 +55,6 @@ def thresholds_file(
     """Load the evaluated set (and ``dev``, the set that chooses the threshold) and run
     :func:`thresholds_dataset` (``options``: its keyword arguments). What ``opis thresholds`` calls."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col)
-    dev_set = load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col) \
-        if dev is not None else None
+    dev_set = load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col,
+                           labels_option="--dev-labels") if dev is not None else None
     return thresholds_dataset(dataset, config, dev=dev_set, **options)
