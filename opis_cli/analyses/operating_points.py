@@ -89,6 +89,7 @@ def operating_points(
     *,
     p_dev: PreparedEmbeddings | None = None,
     dev: Dataset | None = None,
+    digests: tuple[str | None, str | None] = (None, None),
     target_far: float | None = None,
     threshold: float | None = None,
     tar_at_far: tuple[float, ...] = (),
@@ -106,7 +107,8 @@ def operating_points(
     for pooled FAR <= it) and ``threshold`` (t given, in distance units). Per class, at t:
     FAR_i = 1 - TRR_i(t), FRR_i = 1 - TAR_i(t), U_i(t) as in docs/definitions.md; the class's best
     threshold is argmax_t' U_i(t') over the searched thresholds (module docstring; the smallest on
-    ties), null when U_i = 0 at all of them ("never served").
+    ties), null when U_i = 0 at all of them ("never served"). ``digests``: the content hashes of
+    ``dataset`` and ``dev`` when the caller has them already (else computed here).
     """
     stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
 
@@ -184,8 +186,8 @@ def operating_points(
     by_far = sorted(eligible, key=lambda i: (-far_c[i], i))[:worst]
     small = int(((curves.sizes < min_class_size) & served).sum())
     return OperatingPoints(
-        input=_input_section(dataset, curves.n_classes),
-        dev=_input_section(dev, None) if dev is not None else None,
+        input=_input_section(dataset, curves.n_classes, digests[0]),
+        dev=_input_section(dev, None, digests[1]) if dev is not None else None,
         config=config,
         calibration=calibration,
         threshold={
@@ -307,10 +309,10 @@ def _groups_at(hist, dataset: Dataset, it: int, config: EvalConfig) -> dict:
     return {"column": dataset.info.group_column, "rows": rows, "spread": spread}
 
 
-def _input_section(dataset: Dataset, used: int | None) -> dict:
+def _input_section(dataset: Dataset, used: int | None, digest: str | None = None) -> dict:
     info = dataset.info
     out = {"path": info.path, "format": info.format, "n": dataset.n, "d": dataset.d,
-           "classes": dataset.labels.n_classes, "sha256": dataset.content_hash(),
+           "classes": dataset.labels.n_classes, "sha256": digest or dataset.content_hash(),
            "labels_sha256": dataset.labels.counts_hash()}
     if used is not None:
         out["classes_used"] = used

@@ -33,8 +33,10 @@ def thresholds_dataset(
     check_options(config, dataset, dev, target_far=target_far, threshold=threshold, tar_at_far=tar_at_far,
                   min_class_size=min_class_size)
     prep = prepare(dataset, config)
-    p_dev = prepare(dev, config).embeddings if dev is not None else None
-    return operating_points(prep.embeddings, prep.sizes, dataset, config, p_dev=p_dev, dev=dev,
+    prep_dev = prepare(dev, config) if dev is not None else None
+    return operating_points(prep.embeddings, prep.sizes, dataset, config,
+                            p_dev=prep_dev.embeddings if prep_dev else None, dev=dev,
+                            digests=(prep.digest, prep_dev.digest if prep_dev else None),
                             target_far=target_far, threshold=threshold, tar_at_far=tar_at_far, worst=worst,
                             min_class_size=min_class_size, memory_budget=memory_budget, threads=threads,
                             progress=progress)
