@@ -37,6 +37,7 @@ class EvalConfig:
     epsilon: float = 0.1
     eps_contrast: str = "rest"
     k: tuple[int, ...] = field(default=(1,))
+    eer: bool = False  # also the EER, pooled and per class, and full-span ROC/DET curves
 
     def __post_init__(self) -> None:
         # Normalise k once so equal configs compare (and serialise) equally.
@@ -113,6 +114,8 @@ class EvalConfig:
             eps_contrast=self.eps_contrast,
             k=list(self.k),
         )
+        if self.eer:  # written only when asked for: reports without it stay as they were
+            out["eer"] = True
         return out
 
 

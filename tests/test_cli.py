@@ -60,7 +60,7 @@ def test_evaluate_parquet_and_npy_give_identical_figures(tmp_path):
                    check_code=0)
         reports.append(json.loads(proc.stdout))
     a, b = reports
-    assert a["schema_version"] == 3
+    assert a["schema_version"] == 4
     assert a["calibration"]["lo"] == 0.6 and a["calibration"]["hi"] == 0.85
     assert a["input"]["n"] == 3000 and a["input"]["classes_used"] == 58 and a["input"]["classes_skipped"] == 2
     assert a["input"]["format"] == "parquet" and b["input"]["format"] == "npy"
@@ -97,7 +97,12 @@ def test_run_directory_and_latest(tmp_path):
     curves = pq.read_table(run_dir / "curves.parquet")
     assert curves.column_names == ["label", "curve", "threshold", "tar", "trr", "utility", "pos_accepted",
                                    "neg_accepted"]
-    assert curves.num_rows == (58 + 1) * 101
+    assert curves.num_rows == (58 + 2) * 101  # classes, the mean curve, the pooled curve
+    pooled = curves.filter(pa.compute.equal(curves.column("curve"), "pooled"))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert 1 - pooled.column("trr").to_numpy()[-1] == pytest.approx(report["calibration"]["far_at_hi"], abs=1e-15)
+    assert pooled.column("pos_accepted").to_numpy()[-1] == round(report["calibration"]["tar_at_hi"]
+                                                                 * report["pairs"]["positive"])
     assert not list(out.glob("runs/.*"))  # no staging leftovers
     again = run("evaluate", SAMPLE / "model_b.parquet", "--calib", "0.6:0.85", "--out-dir", out, "--name", "b1")
     assert_user_error(again, "already exists")

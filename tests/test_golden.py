@@ -47,9 +47,9 @@ def test_golden_model_a_default_options(tmp_path):
     _check("model_a", ["sample_data/model_a.parquet"], tmp_path)
 
 
-def test_golden_model_b_pinned_range(tmp_path):
+def test_golden_model_b_pinned_range_with_eer(tmp_path):
     _check("model_b", ["sample_data/model_b.parquet", "--calib", "0.62:0.84", "--k", "1", "--k", "5",
-                       "--eps-contrast", "best"], tmp_path)
+                       "--eps-contrast", "best", "--eer"], tmp_path)
 
 
 def test_model_b_is_less_threshold_consistent():

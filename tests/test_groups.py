@@ -40,7 +40,7 @@ def _brute(x, y, grp, grid, beta=1.0):
             continue
         tar = np.array([np.mean(pos <= t) for t in grid])
         trr = np.array([np.mean(neg > t) if len(neg) else 1.0 for t in grid])
-        rows.append((g, len(pos), len(neg), utility(tar, trr, beta)))
+        rows.append((g, len(pos), len(neg), utility(tar, trr, beta), 1 - trr, 1 - tar))
     u = np.array([r[3] for r in rows])
     span = grid[-1] - grid[0]
     ubar = u.mean(axis=0)
@@ -60,9 +60,18 @@ def test_group_figures_match_bruteforce(seed):
     sec = r.groups
     assert sec["groups_used"] == len(rows) and sec["column"] == "g"
     assert [row["group"] for row in sec["rows"]] == [g for g, *_ in rows]
-    assert [row["positive_pairs"] for row in sec["rows"]] == [p for _, p, _, _ in rows]
-    assert [row["negative_pairs"] for row in sec["rows"]] == [q for _, _, q, _ in rows]
+    assert [row["positive_pairs"] for row in sec["rows"]] == [r[1] for r in rows]
+    assert [row["negative_pairs"] for row in sec["rows"]] == [r[2] for r in rows]
     assert sec["opis"] == pytest.approx(o, rel=1e-9, abs=1e-15)
+    # fairlearn's between-groups difference (max - min) and ratio (min / max) at lo and hi
+    assert [d["at"] for d in sec["disparity"]] == ["lo", "hi"]
+    for d, k in zip(sec["disparity"], (0, -1)):
+        assert d["threshold"] == grid[k]
+        for key, col in (("far", 4), ("frr", 5)):
+            rates = np.array([r[col][k] for r in rows])
+            assert d[key]["difference"] == pytest.approx(rates.max() - rates.min(), abs=1e-12)
+            assert d[key]["ratio"] == pytest.approx(rates.min() / rates.max() if rates.max() else 1.0, abs=1e-12)
+            assert d[key]["max"]["group"] == rows[int(np.argmax(rates))][0]
 
 
 def test_groups_equal_to_classes_give_the_class_figures():
@@ -84,6 +93,7 @@ def test_cli_group_col(tmp_path):
     report = json.loads(proc.stdout)
     assert report["groups"]["column"] == "region" and report["groups"]["groups_used"] == 5
     assert "groups (region)" in proc.stderr  # the table goes to stderr beside JSON on stdout
+    assert "at hi (0.9): FAR max/min" in proc.stderr
     proc = run("evaluate", tmp_path / "d.parquet", "--group-col", "nope", "--no-save")
     assert proc.returncode == 2 and "no column 'nope' for --group-col" in proc.stderr
 
@@ -103,3 +113,7 @@ def test_thresholds_per_group_match_bruteforce():
         touch = (grp[iu] == row["group"]) | (grp[ju] == row["group"])
         assert row["far"] == pytest.approx(np.mean(d[touch & ~same] <= t), abs=1e-12)
         assert row["frr"] == pytest.approx(np.mean(d[touch & same] > t), abs=1e-12)
+    fars = np.array([row["far"] for row in r["groups"]["rows"]])
+    gap = r["groups"]["disparity"]["far"]
+    assert gap["difference"] == pytest.approx(fars.max() - fars.min()) and gap["ratio"] == pytest.approx(
+        fars.min() / fars.max())

@@ -15,8 +15,8 @@ MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF", ".svg": b"<?xml"}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("plots")
-    for model in ("model_a", "model_b"):
-        run("evaluate", SAMPLE / f"{model}.parquet", "--name", model, "-q", cwd=cwd, check_code=0)
+    for model, extra in (("model_a", []), ("model_b", ["--eer"])):
+        run("evaluate", SAMPLE / f"{model}.parquet", "--name", model, "-q", *extra, cwd=cwd, check_code=0)
     return cwd
 
 
@@ -33,6 +33,8 @@ def _image(path, suffix):
     ("distributions", [], ".pdf"),
     ("compare", [".opis/runs/model_a", ".opis/runs/model_b"], ".png"),
     ("pareto", [".opis/runs/model_a", ".opis/runs/model_b/report.json"], ".svg"),
+    ("roc", [".opis/runs/model_b"], ".png"),
+    ("det", [".opis/runs/model_b"], ".svg"),
 ])
 def test_each_kind_renders(runs, kind, args, suffix):
     out = runs / f"{kind}{suffix}"
@@ -101,3 +103,24 @@ def test_bare_report_file_has_no_curves(runs, tmp_path):
     (tmp_path / "r.json").write_text((runs / ".opis/runs/model_a/report.json").read_text())
     assert_user_error(run("plot", tmp_path / "r.json", "--out", tmp_path / "x.png"), "no per-class curves")
     run("plot", tmp_path / "r.json", "--kind", "pareto", "--out", tmp_path / "p.png", check_code=0)
+
+
+def test_roc_and_det_need_an_eer_run(runs):
+    proc = run("plot", ".opis/runs/model_a", "--kind", "det", "--out", runs / "x.png", cwd=runs)
+    assert_user_error(proc, "evaluate with --eer")
+    assert not (runs / "x.png").exists()
+
+
+def test_curves_of_a_run_without_pooled_rows(runs, tmp_path):
+    # Runs saved before schema 4 have no 'pooled' curve: the plot goes without the FAR axis.
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    old = tmp_path / "old"
+    shutil.copytree(runs / ".opis/runs/model_a", old)
+    table = pq.read_table(old / "curves.parquet")
+    pq.write_table(table.filter(pc.not_equal(table.column("curve"), "pooled")), old / "curves.parquet")
+    run("plot", old, "--out", tmp_path / "c.png", check_code=0)
+    _image(tmp_path / "c.png", ".png")

@@ -78,7 +78,7 @@ def test_api_report_views(report):
     assert np.isclose(report.opis_contributions.sum(), report.opis)
     assert "OPIS" in str(report) and report.to_markdown().startswith("### ")
     table = report.curves_table()
-    assert table.num_rows == 13 * 21
+    assert table.num_rows == 14 * 21  # 12 classes, the mean and the pooled curve
     import pyarrow.compute as pc
 
     mean_rows = table.filter(pc.equal(table["curve"].cast("string"), "mean"))

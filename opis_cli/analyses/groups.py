@@ -8,7 +8,9 @@ positives. A group's pairs are the pairs with an anchor in the group (at least o
 TAR_g, TRR_g and U_g follow docs/definitions.md with P_g and N_g in place of P_i and N_i, and
 OPIS and eps-OPIS are taken across the groups that have positive pairs (equal weights), on the
 same calibration grid as the class figures. With one class per group (groups = classes) the
-figures are the class figures exactly.
+figures are the class figures exactly. ``disparity`` compares the groups' FAR and FRR at the
+range's ends, lo and hi (with --calib-far: the pooled FAR bounds), as fairlearn does: the
+difference max - min and the ratio min / max.
 
 Counted exactly on the main sweep by the GroupCounts accumulator (engine/accumulators.py, kernel
 kernels.block_group_counts) from the same panels; the bins beyond the grid come from the totals,
@@ -52,9 +54,30 @@ def group_section(hist: GroupHistograms, groups: Labels, column: str | None, *, 
     from opis_cli.statistics.metrics import range_average
 
     means = range_average(u, hist.edges) if means is None else means
+    far = accepted_at_thresholds(hist.neg[used]) / np.maximum(hist.n_neg[used], 1)[:, None]
+    names = [groups.values[int(g)] for g in used]
+    section["disparity"] = [
+        {"at": at, "threshold": float(hist.edges[k]), **disparity(far[:, k], 1.0 - tar[:, k], names)}
+        for at, k in (("lo", 0), ("hi", len(hist.edges) - 1))
+    ]
     section["rows"] = [
         {"group": groups.values[int(g)], "positive_pairs": int(hist.n_pos[g]), "negative_pairs": int(hist.n_neg[g]),
          "mean_utility": float(means[r]), "opis_contribution": float(o.contributions[r]), "in_worst_eps": r in worst}
         for r, g in enumerate(used)
     ]
     return section
+
+
+def disparity(far: np.ndarray, frr: np.ndarray, names: list) -> dict:
+    """fairlearn-style disparity of the groups' FAR and FRR at one threshold: for each rate r,
+    ``difference`` = max_g r_g - min_g r_g and ``ratio`` = min_g r_g / max_g r_g (1 when every
+    group's rate is 0: no disparity), as fairlearn's MetricFrame.difference() / .ratio() with
+    method="between_groups"; with the groups at the extremes (first in the given order on ties)."""
+    out = {}
+    for key, rates in (("far", np.asarray(far, np.float64)), ("frr", np.asarray(frr, np.float64))):
+        lo, hi = int(np.argmin(rates)), int(np.argmax(rates))
+        out[key] = {"difference": float(rates[hi] - rates[lo]),
+                    "ratio": float(rates[lo] / rates[hi]) if rates[hi] > 0 else 1.0,
+                    "min": {"group": names[lo], "value": float(rates[lo])},
+                    "max": {"group": names[hi], "value": float(rates[hi])}}
+    return out

@@ -42,7 +42,7 @@ from opis_cli.data.prepare import PreparedEmbeddings
 
 # Version 2: whole-span best-threshold search (best_at_search_bound, never_served, search),
 # min_class_size / held_back; docs/report-format.md.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPAN_POINTS = 201
 
 
@@ -306,7 +306,10 @@ def _groups_at(hist, dataset: Dataset, it: int, config: EvalConfig) -> dict:
                      "negative_pairs": int(hist.n_neg[g]), "far": far, "frr": 1.0 - tar, "utility": u})
     spread = {key: {"min": min(r[key] for r in rows), "median": float(np.median([r[key] for r in rows])),
                     "max": max(r[key] for r in rows)} for key in ("far", "frr", "utility")} if rows else {}
-    return {"column": dataset.info.group_column, "rows": rows, "spread": spread}
+    from opis_cli.analyses.groups import disparity
+
+    gaps = disparity([r["far"] for r in rows], [r["frr"] for r in rows], [r["group"] for r in rows]) if rows else {}
+    return {"column": dataset.info.group_column, "rows": rows, "spread": spread, "disparity": gaps}
 
 
 def _input_section(dataset: Dataset, used: int | None, digest: str | None = None) -> dict:

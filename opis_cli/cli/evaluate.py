@@ -74,6 +74,9 @@ EpsContrastOpt = _opt(EpsContrast, help="Contrast the worst classes with the res
 KOpt = _opt(Optional[List[int]], "--k", help="Recall@k (repeatable).", rich_help_panel="Figures")
 TarAtFarOpt = _opt(Optional[str], metavar="F1,F2,...", rich_help_panel="Figures",
                    help="Also every class's TAR at the global threshold of each pooled FAR (exact engine).")
+EerOpt = _opt(bool, "--eer", rich_help_panel="Figures",
+              help="Also the equal error rate, pooled and per class, on a 2,001-threshold grid over the whole "
+                   "distance span (one fuller pass), and the curves of opis plot --kind roc|det.")
 # Output
 FormatOpt = _opt(OutputFormat, "--format", help="What to print: a table, Markdown (for PR comments) or JSON.",
                  rich_help_panel="Output")
@@ -153,6 +156,7 @@ def evaluate(
     eps_contrast: EpsContrastOpt = EpsContrast.rest,
     k: KOpt = None,
     tar_at_far: TarAtFarOpt = None,
+    eer: EerOpt = False,
     json_path: JsonOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     worst: WorstOpt = 10,
@@ -196,7 +200,7 @@ def evaluate(
         from opis_cli.pipeline.evaluate_command import EvaluateRequest, run_evaluate
 
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
-                            epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)),
+                            epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), eer=eer,
                             **_range_options(calib, calib_far))
         gate = _gate(_gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, max_eps_opis_increase,
                                    max_recall_drop, significance, on_mismatch, strict, allow_approximate,

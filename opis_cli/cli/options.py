@@ -79,6 +79,8 @@ class PlotKind(str, Enum):
     compare = "compare"
     pareto = "pareto"
     distributions = "distributions"
+    roc = "roc"
+    det = "det"
     operating_points = "operating-points"
 
 

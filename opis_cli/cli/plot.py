@@ -1,4 +1,4 @@
-"""``opis plot``: draw saved runs (matplotlib, imported only here and in opis_cli.report.plot)."""
+"""``opis plot``: draw saved runs (matplotlib, imported only by opis_cli.report.plot*)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ EPILOG = (
     "  opis plot --out curves.png                              (the last run)\n\n"
     "  opis plot .opis/runs/base .opis/runs/tcm --kind compare --out before_after.svg\n\n"
     "  opis plot runs/*/ --kind pareto --out pareto.pdf\n\n"
-    "  opis plot --kind distributions --out dist.png --dpi 200"
+    "  opis plot --kind distributions --out dist.png --dpi 200\n\n"
+    "  opis plot --kind det --out det.svg                      (a run evaluated with --eer)"
 )
 
 RunsArg = Annotated[Optional[List[str]], typer.Argument(
@@ -24,6 +25,7 @@ RunsArg = Annotated[Optional[List[str]], typer.Argument(
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Image to write: .png, .svg or .pdf.")]
 KindOpt = Annotated[PlotKind, typer.Option(help="curves: per-class utility; compare: runs side by side; "
                                                 "pareto: OPIS vs 1 - Recall@1; distributions: pair distances; "
+                                                "roc / det: full-span ROC or DET curves (runs evaluated with --eer); "
                                                 "operating-points: class FAR vs FRR (an opis thresholds report).")]
 DpiOpt = Annotated[int, typer.Option(help="Resolution of PNG output (dots per inch).")]
 TitleOpt = Annotated[Optional[str], typer.Option(help="Figure title (default: describes the figure).")]

@@ -76,7 +76,21 @@ def groups_table(section: dict, top: int = 10) -> Table:
         table.add_row(escape(row["group"]), f"{row['positive_pairs']:,}", f"{row['negative_pairs']:,}",
                       f"{row['mean_utility']:.4f}", f"{row['opis_contribution']:.3g}",
                       style="red" if row["in_worst_eps"] else None)
+    table.caption = "; ".join(f"at {d['at']} ({d['threshold']:.4g}): {disparity_text(d)}"
+                              for d in section.get("disparity", []))
+    table.caption_justify = "left"
     return table
+
+
+def disparity_text(d: dict) -> str:
+    """'FAR max/min 3.2x (difference 0.0041), FRR ...' for one threshold's group disparity."""
+    parts = []
+    for key in ("far", "frr"):
+        e = d[key]
+        ratio = "inf" if e["ratio"] == 0 else f"{1 / e['ratio']:.3g}"
+        parts.append(f"{key.upper()} max/min {ratio}x (difference {e['difference']:.3g}, highest "
+                     f"{escape(str(e['max']['group']))})")
+    return ", ".join(parts)
 
 
 def print_report(report: Report, console: Console, worst: int = 10) -> None:
@@ -222,5 +236,7 @@ def thresholds_tables(report: dict, top: int = 10) -> Group:
             grp.add_column(col, justify="left" if col == "group" else "right")
         for r in sorted(sec["rows"], key=lambda r: r["utility"])[:top]:
             grp.add_row(escape(r["group"]), f"{r['far']:.4g}", f"{r['frr']:.4f}", f"{r['utility']:.4f}")
+        if sec.get("disparity"):
+            grp.caption, grp.caption_justify = "disparity: " + disparity_text(sec["disparity"]), "left"
         parts.append(grp)
     return Group(*parts)

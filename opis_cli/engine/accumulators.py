@@ -102,9 +102,11 @@ class ClassCounts(GridAccumulator):
     """Per class c and grid bin: anchored pairs (an end in c; both ends in c count twice) and
     positives; neg = anchored - 2 pos. With ``kmax``: every item's Recall@k candidates."""
 
-    def __init__(self, edges, kmax: int = 0) -> None:
+    def __init__(self, edges, kmax: int = 0, *, advice: str | None = None) -> None:
         super().__init__(edges)
         self.kmax = kmax
+        # What to tell a user whose grid does not fit (default: the --thresholds grid).
+        self.advice = advice
 
     def check_memory(self, p, n_threads, memory_budget) -> None:
         from opis_cli.engine.panels import panel_shape
@@ -115,11 +117,12 @@ class ClassCounts(GridAccumulator):
         block = n_threads * (2 * min(p.n_classes, rows) + min(p.n_classes, cols)) * cells * 8
         # The budget sizes the panels; histogram room below the CLI's 16 MiB minimum is not
         # refused (a tiny library budget only forces many small panels).
+        lower = self.advice or f"lower --thresholds ({self.t:,} grid values here)"
         require(block, what=f"a pass over {self.t:,} thresholds", budget=max(memory_budget, 16 << 20),
-                advice=f"lower --thresholds ({self.t:,} grid values here) or raise --memory-budget")
+                advice=f"{lower} or raise --memory-budget")
         require(RESULT_ARRAYS * p.n_classes * cells * 8,
                 what=f"per-class counts and curves on {self.t:,} thresholds for {p.n_classes:,} classes",
-                advice=f"lower --thresholds ({self.t:,} grid values here)")
+                advice=lower)
 
     def start(self, p, ctx) -> None:
         super().start(p, ctx)

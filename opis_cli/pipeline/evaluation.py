@@ -33,6 +33,7 @@ def evaluate(
     epsilon: float = 0.1,
     eps_contrast: str = "rest",
     k: Sequence[int] = (1,),
+    eer: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
     index: str = "auto",
@@ -62,6 +63,8 @@ def evaluate(
         docs/distributed.md). Needs the ``dask`` extra.
     tar_at_far : pooled FAR targets: ``report.tar_at_far`` then holds every class's TAR and FAR
         at the global threshold of each (docs/deployment.md).
+    eer : also ``report.eer``: the equal error rate, pooled and per class, with an interval that
+        holds it at any threshold (opis_cli.statistics.eer), and the full-span ROC/DET curves.
 
     Returns
     -------
@@ -80,7 +83,7 @@ def evaluate(
     """
     config = EvalConfig(
         metric=metric, normalize=normalize, calib=calib, calib_far=calib_far, thresholds=thresholds,
-        beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k),
+        beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k), eer=eer,
     )
     return evaluate_dataset(array_dataset(embeddings, labels), config, memory_budget=memory_budget, threads=threads, engine=index,
                             approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
@@ -193,14 +196,17 @@ def _choose_engine(prep: Prepared, engine: str, client, approx, max_exact_second
                                far_at_hi=config.calib_far[1], max_exact_seconds=max_exact_seconds,
                                memory_budget=memory_budget, approx=approx)
         engine, choice = picked.engine, picked.to_dict()
-        if engine != "exact" and (dataset.groups is not None or tar_at_far):
-            which = "--group-col" if dataset.groups is not None else "--tar-at-far"
+        if engine != "exact" and (dataset.groups is not None or tar_at_far or config.eer):
+            which = "--group-col" if dataset.groups is not None else "--tar-at-far" if tar_at_far else "--eer"
             engine, choice = "exact", {**choice, "reason": f"{which} needs the exact engine ({picked.reason})"}
         elif engine != "exact":
             say(f"using the approximate engine: {picked.reason}. Its figures are estimates with 95% intervals; "
                 "pass --index exact to force exact figures.")
     if engine != "exact" and tar_at_far:
         raise ConfigError("--tar-at-far needs the exact engine (--index exact)")
+    if engine != "exact" and config.eer:
+        raise ConfigError("--eer needs the exact engine (--index exact): the approximate engines do not count the "
+                          "pairs far from the calibration range")
     if engine != "exact" and dataset.groups is not None:
         raise ConfigError("--group-col needs the exact engine (--index exact); the approximate engines count "
                           "classes only")

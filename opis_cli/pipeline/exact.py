@@ -64,6 +64,14 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
     with_anchors = kernel != "numpy"
     if with_anchors:
         accs.append(AnchorDistances(anchors, DISTRIBUTION_BINS, upper))
+    eer_edges = None
+    if config.eer:
+        from opis_cli.statistics.eer import EER_THRESHOLDS, eer_grid
+
+        eer_edges = eer_grid(upper)
+        if kernel != "numpy":
+            accs.append(ClassCounts(eer_edges, advice=f"--eer counts every class on {EER_THRESHOLDS:,} thresholds "
+                                                      "over the whole distance span: drop --eer"))
     accs.extend(extra)
     t2 = time.perf_counter()
     swept = sweep(p, accs, memory_budget=memory_budget, threads=threads, progress=stage(progress, "counting pairs"),
@@ -78,6 +86,11 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         full, neighbours, tile, n_threads = counted.histograms, counted.neighbours, swept.tile, swept.threads
     group_hist = results.pop(0) if dataset.groups is not None else None
     pooled_anchors = results.pop(0) if with_anchors else None
+    if eer_edges is not None:
+        eer_hist = results.pop(0).histograms if kernel != "numpy" else exact_pass(
+            p, eer_edges, memory_budget=memory_budget, kernel="numpy", threads=threads,
+            progress=stage(progress, "counting pairs for --eer")).histograms
+        passes += kernel == "numpy"
     prep.timings["pair_pass"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -90,6 +103,11 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
 
         tar_section = tar_at_far_section(full, prep.sizes, far_thresholds)
     query_mask = (prep.sizes >= 2)[p.codes]
+    eer = None
+    if eer_edges is not None:
+        from opis_cli.statistics.eer import eer_figures
+
+        eer = eer_figures(eer_hist.pos, eer_hist.neg, eer_edges, curves.classes)
     groups = None
     if group_hist is not None:
         from opis_cli.analyses.groups import group_section
@@ -114,7 +132,7 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         mean_utility=e.mean_utility, mean_curve=o.mean_curve, worst=e.worst, contrast=e.contrast,
         recall_at_k=recall_at_k(neighbours, query_mask, config.k), pooled=hist.pooled(), tar_at_far=tar_section,
         engine=engine, distributions=distributions,
-        class_recall=class_recall(neighbours, p, query_mask, curves.classes, config.k), groups=groups,
+        class_recall=class_recall(neighbours, p, query_mask, curves.classes, config.k), groups=groups, eer=eer,
         timings={"kernel": "numba+dask" if client is not None else kernel, "threads": n_threads, "tile": tile,
                  "pairs": p.n * (p.n - 1) // 2, **{k: round(v, 4) for k, v in prep.timings.items()}},
     )

@@ -10,6 +10,8 @@ Kinds:
 * ``pareto``: runs as points of OPIS against recognition error 1 - Recall@1.
 * ``distributions``: positive and negative pair-distance densities over the whole span, pooled
   and for the worst classes, with the calibration range and any TCM margins marked.
+* ``roc`` and ``det`` (runs evaluated with ``--eer``): full-span ROC / DET curves, pooled and of
+  the highest-EER classes, the calibration range's FAR band marked (report/plot_rates.py).
 * ``operating-points`` (from an ``opis thresholds --json`` report): every class's FAR against
   FRR at the shipped threshold, the pooled point marked (:func:`plot_operating_points`).
 
@@ -24,17 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from opis_cli.errors import ConfigError, InputError
-from opis_cli.report.runs import SavedRun, atomic_write
+from opis_cli.report.figure_files import (CLASS_COLOUR, MEAN_COLOUR, NEG_COLOUR, POS_COLOUR, RANGE_COLOUR,
+                                          WORST_COLOUR, check_dpi, format_of, save_figure, short_label)
+from opis_cli.report.runs import SavedRun
 
-KINDS = ("curves", "compare", "pareto", "distributions")
-FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
-
-CLASS_COLOUR = "#3b6ea8"
-WORST_COLOUR = "#d1495b"
-MEAN_COLOUR = "#111111"
-RANGE_COLOUR = "#f2c14e"
-POS_COLOUR = "#2a9d8f"
-NEG_COLOUR = "#e76f51"
+KINDS = ("curves", "compare", "pareto", "distributions", "roc", "det")
 LABELLED_WORST = 3
 
 
@@ -42,12 +38,12 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
               title: str | None = None) -> Path:
     """Draw ``kind`` for ``runs`` and write it atomically to ``out`` (format from its extension)."""
     out = Path(out)
-    fmt = _format_of(out)
+    fmt = format_of(out)
     if kind not in KINDS:
         raise ConfigError(f"unknown plot kind {kind!r}; choose {', '.join(KINDS)}")
     if not runs:
         raise InputError("no runs to plot")
-    _check_dpi(dpi)
+    check_dpi(dpi)
     if kind in ("curves", "distributions") and len(runs) != 1:
         raise ConfigError(f"--kind {kind} draws one run, got {len(runs)}; use --kind compare or pareto")
     if kind == "compare" and len(runs) < 2:
@@ -58,40 +54,13 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    if kind in ("roc", "det"):
+        from opis_cli.report.plot_rates import rates_figure
+
+        return save_figure(plt, rates_figure(plt, runs, title, kind), out, fmt, dpi)
     draw = {"curves": _curves_figure, "compare": _compare_figure, "pareto": _pareto_figure,
             "distributions": _distributions_figure}[kind]
-    return _save(plt, draw(plt, runs, title), out, fmt, dpi)
-
-
-def _check_dpi(dpi: int) -> None:
-    if dpi < 10 or dpi > 2000:
-        raise ConfigError(f"--dpi must lie in [10, 2000], got {dpi}")
-
-
-def _format_of(out: Path) -> str:
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot tell the image format of {out.name!r}: use a .png, .svg or .pdf path")
-    return fmt
-
-
-def _save(plt, fig, out: Path, fmt: str, dpi: int) -> Path:
-    """Write ``fig`` atomically (no half-written image for a reader) and close it."""
-    try:
-        atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
-                                                metadata=_metadata(fmt)))
-    finally:
-        plt.close(fig)
-    return out
-
-
-def _metadata(fmt: str) -> dict:
-    # No creation dates: the same run gives the same file.
-    if fmt == "png":
-        return {"Software": "opis-cli"}
-    if fmt == "svg":
-        return {"Date": None}
-    return {"CreationDate": None}
+    return save_figure(plt, draw(plt, runs, title), out, fmt, dpi)
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -139,9 +108,11 @@ def _draw_curves(ax, run: SavedRun, *, legend: bool = True) -> None:
                                          linewidths=max(width, 0.9), label=f"ε-worst ({int(worst.sum()):,})"))
     ax.plot(grid, run.mean_curve, color=MEAN_COLOUR, lw=2.4, label="mean", zorder=5)
     for i, y in zip(labelled, _spread([float(utility[i, -1]) for i in labelled], gap=0.035)):
-        ax.annotate(_short(run.labels[i]), (grid[-1], utility[i, -1]), xytext=(grid[-1] + pad * 0.3, y),
+        ax.annotate(short_label(run.labels[i]), (grid[-1], utility[i, -1]), xytext=(grid[-1] + pad * 0.3, y),
                     textcoords="data", fontsize=7, color=WORST_COLOUR, va="center", annotation_clip=False)
     ax.set_xlim(lo - pad, hi + pad)
+    if run.pooled_far is not None:
+        _far_axis(ax, grid, run.pooled_far)
     ax.set_ylim(min(0.0, float(np.nanmin(utility))) - 0.02, 1.02)
     ax.set_xlabel(f"distance threshold ({run.report.get('config', {}).get('metric', 'cosine')})")
     ax.set_ylabel("utility")
@@ -151,6 +122,19 @@ def _draw_curves(ax, run: SavedRun, *, legend: bool = True) -> None:
             bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="#bbbbbb", alpha=0.9))
     if legend:
         ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9)
+
+
+def _far_axis(ax, grid: np.ndarray, pooled_far: np.ndarray) -> None:
+    """A top axis reading the pooled FAR at five of the grid's thresholds: where each threshold
+    sits as an operating point (it follows the main axis's limits)."""
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    ax.callbacks.connect("xlim_changed", lambda a: top.set_xlim(a.get_xlim()))
+    idx = np.unique(np.linspace(0, len(grid) - 1, 5).round().astype(int))
+    top.set_xticks(grid[idx])
+    top.set_xticklabels([f"{pooled_far[i]:.2g}" for i in idx], fontsize=7)
+    top.set_xlabel("pooled FAR at the threshold", fontsize=8)
+    top.tick_params(axis="x", length=3, pad=1)
 
 
 def _spread(ys: list[float], gap: float) -> list[float]:
@@ -168,11 +152,6 @@ def _figures_text(m: dict) -> str:
     if r1 is not None:
         lines.append(f"Recall@1 {r1:.4f}")
     return "\n".join(lines)
-
-
-def _short(label, width: int = 22) -> str:
-    s = str(label)
-    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 def _curves_figure(plt, runs, title):
@@ -217,7 +196,7 @@ def _pareto_figure(plt, runs, title):
             lo, hi = err["interval"]
             ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor="#777777", capsize=3)
         ax.scatter([x], [y], s=46, color=CLASS_COLOUR, edgecolor="white", zorder=3)
-        ax.annotate(_short(run.name, 30), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        ax.annotate(short_label(run.name, 30), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
     ax.set_xlabel("recognition error (1 - Recall@1)")
     ax.set_ylabel("OPIS (lower: more threshold-consistent)")
     ax.grid(alpha=0.25, lw=0.5)
@@ -250,8 +229,8 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     the pooled operating point marked, the worst classes labelled. Log FAR axis: impostor rates
     that differ by 10x matter as much near 1e-4 as near 1e-2."""
     out = Path(out)
-    fmt = _format_of(out)
-    _check_dpi(dpi)
+    fmt = format_of(out)
+    check_dpi(dpi)
     try:
         classes = report["classes"]
         far = np.array([c["far"] for c in classes], float)
@@ -276,7 +255,7 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     for lab in worst:
         i = labels.index(lab)
         ax.scatter([shown[i]], [frr[i]], s=area[i], color=WORST_COLOUR, edgecolor="white", zorder=3)
-        ax.annotate(_short(str(lab), 18), (shown[i], frr[i]), xytext=(5, 3), textcoords="offset points",
+        ax.annotate(short_label(str(lab), 18), (shown[i], frr[i]), xytext=(5, 3), textcoords="offset points",
                     fontsize=7, color=WORST_COLOUR)
     ax.scatter([max(pooled["far"], floor)], [pooled["frr"]], marker="X", s=110, color=MEAN_COLOUR, zorder=4,
                label=f"pooled (FAR {pooled['far']:.3g}, FRR {pooled['frr']:.3g})")
@@ -290,7 +269,7 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     how = {"given": "given", "dev": "chosen on dev", "input": "chosen on this set"}.get(report["threshold"].get(
         "chosen_on"), "")
     ax.set_title(title or f"Operating points at threshold {t:.4f} ({how})", fontsize=11)
-    return _save(plt, fig, out, fmt, dpi)
+    return save_figure(plt, fig, out, fmt, dpi)
 
 
 # ---------------------------------------------------------------------------- distributions
@@ -367,7 +346,7 @@ def _distributions_figure(plt, runs, title):
     for k in range(n_classes):
         sub = fig.add_subplot(gs[1, k], sharex=ax)
         _draw_distribution(sub, run, k + 1, lo_hi)
-        sub.set_title(f"worst: {_short(dist.scopes[k + 1], 18)}", fontsize=8, color=WORST_COLOUR)
+        sub.set_title(f"worst: {short_label(dist.scopes[k + 1], 18)}", fontsize=8, color=WORST_COLOUR)
         sub.tick_params(labelsize=7)
         sub.set_yticks([])
     fig.suptitle(title or f"Pair-distance distributions: {run.name}", fontsize=11)

@@ -1,6 +1,6 @@
 """The evaluation report: plain data, rendered as JSON, Markdown or text.
 
-JSON schema (``schema_version`` 3; docs/report-format.md says what each version changed). Keys
+JSON schema (``schema_version`` 4; docs/report-format.md says what each version changed). Keys
 marked * are a stable interface for CI jobs::
 
     schema_version*      int
@@ -58,8 +58,9 @@ from opis_cli.engine.histograms import PooledHistogram
 
 if TYPE_CHECKING:
     from opis_cli.engine.distributions import DistanceDistributions
+    from opis_cli.statistics.eer import EerFigures
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Report:
     class_recall: tuple | None = None  # (queries (C,), {k: hits (C,)}) per curve row, for the bootstrap
     bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
     margins: dict | None = None  # TCM margin recommendations (opis margins)
+    eer: "EerFigures | None" = None  # --eer: pooled and per-class EER, full-span ROC/DET curves
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -124,6 +126,8 @@ class Report:
                 # Per-class hits make a paired class bootstrap of two reports possible (opis gate).
                 **({"queries": int(queries[i]),
                     "recall_hits": {str(k): int(hits[k][i]) for k in sorted(hits)}} if queries is not None else {}),
+                **({"eer": float(self.eer.classes.eer[i]), "eer_threshold": float(self.eer.classes.threshold[i])}
+                   if self.eer is not None else {}),
             }
             for i, label in enumerate(self.labels)
         ]
@@ -166,6 +170,7 @@ class Report:
                 "eps_contrast": self.config.eps_contrast,
                 "eps_worst_classes": int(len(self.worst)),
                 "recall_at_k": {str(k): v for k, v in sorted(self.recall_at_k.items())},
+                **({"eer": self.eer.section()} if self.eer is not None else {}),
             },
             "pairs": {
                 "positive": int(self.pooled.pos.sum()),
@@ -231,6 +236,10 @@ class Report:
             if b:
                 extra += f"  classes 95% [{b['interval'][0]:.4f}, {b['interval'][1]:.4f}]"
             rows.append((f"Recall@{k}", f"{v:.4f}{extra}"))
+        if self.eer is not None:
+            e = self.eer.section()
+            rows.append(("EER (pooled)", f"{e['eer']:.4g} at d = {e['threshold']:.4g} (between {e['interval'][0]:.4g} "
+                                         f"and {e['interval'][1]:.4g} at any threshold; grid step {e['resolution']:.3g})"))
         return rows
 
     def to_markdown(self, worst: int = 10) -> str:
@@ -250,8 +259,9 @@ class Report:
 
     # ------------------------------------------------------------------ curves table
     def curves_table(self):
-        """Long-format pyarrow table: label, curve ('class' or 'mean'), threshold, tar, trr,
-        utility, pos_accepted, neg_accepted (counts null on the mean curve)."""
+        """Long-format pyarrow table: label, curve ('class', 'mean' or 'pooled'), threshold, tar, trr,
+        utility, pos_accepted, neg_accepted. 'mean' is the class average (counts null); 'pooled' the
+        rates of all pairs at once (label null; trr = 1 - pooled FAR, the plot's FAR axis)."""
         import pyarrow as pa
 
         c, t = self.curves.utility.shape
@@ -259,22 +269,50 @@ class Report:
         label_arr = pa.array(self.labels)
         labels = pa.concat_arrays([
             label_arr.take(pa.array(np.repeat(np.arange(c), t))),
-            pa.nulls(t, type=label_arr.type),
+            pa.nulls(2 * t, type=label_arr.type),
         ])
-        mean_tar = self.curves.tar.mean(axis=0)
-        mean_trr = self.curves.trr.mean(axis=0)
+        from opis_cli.statistics.curves import accepted_at_thresholds, utility
+
+        pos_acc, neg_acc = accepted_at_thresholds(self.pooled.pos), accepted_at_thresholds(self.pooled.neg)
+        pooled_tar = pos_acc / max(float(self.pooled.pos.sum()), 1.0)
+        pooled_trr = 1.0 - neg_acc / max(float(self.pooled.neg.sum()), 1.0)
+        no_counts = np.r_[np.zeros(c * t, bool), np.ones(t, bool), np.zeros(t, bool)]
         return pa.table({
             "label": labels,
-            "curve": pa.array(["class"] * (c * t) + ["mean"] * t).dictionary_encode(),
-            "threshold": np.concatenate([np.tile(grid, c), grid]),
-            "tar": np.concatenate([self.curves.tar.reshape(-1), mean_tar]),
-            "trr": np.concatenate([self.curves.trr.reshape(-1), mean_trr]),
-            "utility": np.concatenate([self.curves.utility.reshape(-1), self.mean_curve]),
-            "pos_accepted": pa.array(np.concatenate([self.curves.pos_accepted.reshape(-1), np.zeros(t, np.int64)]),
-                                     mask=np.r_[np.zeros(c * t, bool), np.ones(t, bool)]),
-            "neg_accepted": pa.array(np.concatenate([self.curves.neg_accepted.reshape(-1), np.zeros(t, np.int64)]),
-                                     mask=np.r_[np.zeros(c * t, bool), np.ones(t, bool)]),
+            "curve": pa.array(["class"] * (c * t) + ["mean"] * t + ["pooled"] * t).dictionary_encode(),
+            "threshold": np.concatenate([np.tile(grid, c), grid, grid]),
+            "tar": np.concatenate([self.curves.tar.reshape(-1), self.curves.tar.mean(axis=0), pooled_tar]),
+            "trr": np.concatenate([self.curves.trr.reshape(-1), self.curves.trr.mean(axis=0), pooled_trr]),
+            "utility": np.concatenate([self.curves.utility.reshape(-1), self.mean_curve,
+                                       utility(pooled_tar, pooled_trr, self.config.beta)]),
+            "pos_accepted": pa.array(_counts_column(self.curves.pos_accepted, pos_acc), mask=no_counts),
+            "neg_accepted": pa.array(_counts_column(self.curves.neg_accepted, neg_acc), mask=no_counts),
         })
+
+
+def _counts_column(per_class: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Class counts, the mean curve's placeholder zeros and the pooled counts, in the class
+    counts' dtype (int64 exact, float64 for the approximate engine's estimates)."""
+    dtype = per_class.dtype
+    return np.concatenate([per_class.reshape(-1), np.zeros(pooled.size, dtype), pooled.astype(dtype)])
+
+
+def rates_table(report: Report):
+    """The full-span FAR and FRR curves of ``--eer`` (``rates.parquet``, for ``opis plot --kind
+    roc|det``): columns curve ('pooled' or 'class'), label (null on the pooled curve), threshold,
+    far, frr; the classes are the ones with the highest EER, highest first."""
+    import pyarrow as pa
+
+    e = report.eer
+    t, s = e.edges.size, len(e.shown)
+    labels = pa.array([report.labels[int(i)] for i in e.shown])
+    return pa.table({
+        "curve": pa.array(["pooled"] * t + ["class"] * (s * t)).dictionary_encode(),
+        "label": pa.concat_arrays([pa.nulls(t, type=labels.type), labels.take(pa.array(np.repeat(np.arange(s), t)))]),
+        "threshold": np.tile(e.edges, s + 1),
+        "far": np.concatenate([e.pooled_far, e.shown_far.reshape(-1)]),
+        "frr": np.concatenate([e.pooled_frr, e.shown_frr.reshape(-1)]),
+    })
 
 
 def _accepted_share(counts: np.ndarray, index: int) -> float:

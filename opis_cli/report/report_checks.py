@@ -6,7 +6,7 @@ standard error of 1e300 would pass any significance test. :func:`check_report` c
 and the domain of every field the gate, compare and plot read:
 
 * OPIS lies in [0, 1/4] (the across-class variance of utilities in [0, 1]); eps-OPIS, every
-  Recall@k, pooled rates and utilities in [0, 1];
+  Recall@k, pooled rates, utilities and the EER (inside its interval) in [0, 1];
 * a standard error is finite, non-negative and no larger than its figure's whole range; an
   interval is two finite numbers lo <= hi inside the figure's domain;
 * the calibration range is finite with lo < hi, at least two thresholds; every used class has
@@ -96,6 +96,12 @@ def _check(data) -> None:
         if not (isinstance(k, str) and k.isdigit() and int(k) >= 1):
             raise _Bad(f"metrics.recall_at_k has key {_show(k)}, expected k >= 1 as a string")
         _number(v, f"metrics.recall_at_k.{k}", 0.0, 1.0)
+    if metrics.get("eer") is not None:
+        eer = _mapping(metrics["eer"], "metrics.eer")
+        _uncertainty({"interval": eer.get("interval")}, "metrics.eer", 1.0, se_optional=True)
+        value = _number(eer.get("eer"), "metrics.eer.eer", 0.0, 1.0)
+        if not eer["interval"][0] <= value <= eer["interval"][1]:
+            raise _Bad(f"metrics.eer.eer {value:g} lies outside its interval {_show(eer['interval'])}")
 
     config = _mapping(data.get("config"), "config")
     for key in ("metric", "eps_contrast"):

@@ -305,6 +305,11 @@ def _fill(staging: Path, report, meta: dict, name: str) -> None:
     atomic_write_text(staging / "report.json", report.to_json())
     table = report.curves_table()
     atomic_write(staging / "curves.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
+    if report.eer is not None:
+        from opis_cli.report.report import rates_table
+
+        rates = rates_table(report)
+        atomic_write(staging / "rates.parquet", lambda p: pq.write_table(rates, p, compression="zstd"))
     if report.distributions is not None:
         dist = report.distributions.to_table()
         atomic_write(staging / "distributions.parquet", lambda p: pq.write_table(dist, p, compression="zstd"))

@@ -73,12 +73,23 @@ class SavedRun:
     mean_curve: np.ndarray | None = None  # (T,)
     labels: list | None = None  # (C,)
     distributions: "DistanceDistributions | None" = None
+    pooled_far: np.ndarray | None = None  # (T,) pooled FAR at each grid threshold (runs of schema 4 on)
+    rates: dict | None = None  # --eer: {"threshold", "far", "frr", "classes": [(label, far, frr)]} (rates.parquet)
 
     @classmethod
     def from_report(cls, report, name: str) -> "SavedRun":
         """An evaluation still in memory (a :class:`~opis_cli.report.report.Report`) as a saved run."""
+        from opis_cli.statistics.curves import accepted_at_thresholds
+
+        far = accepted_at_thresholds(report.pooled.neg) / max(float(report.pooled.neg.sum()), 1.0)
+        rates = None
+        if report.eer is not None:
+            e = report.eer
+            rates = {"threshold": e.edges, "far": e.pooled_far, "frr": e.pooled_frr,
+                     "classes": [(report.labels[int(i)], e.shown_far[r], e.shown_frr[r]) for r, i in enumerate(e.shown)]}
         return cls(name=name, report=report.to_dict(), grid=report.curves.grid, utility=report.curves.utility,
-                   mean_curve=report.mean_curve, labels=list(report.labels), distributions=report.distributions)
+                   mean_curve=report.mean_curve, labels=list(report.labels), distributions=report.distributions,
+                   pooled_far=far, rates=rates)
 
 
 JSON_BYTES_PER_FILE_BYTE = 12
@@ -125,14 +136,22 @@ def load_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLike =
             curve = np.asarray(table.column("curve").to_pylist())
             thresholds = table.column("threshold").to_numpy()
             utility = table.column("utility").to_numpy()
-            is_mean = curve == "mean"
+            is_mean, is_class, is_pooled = curve == "mean", curve == "class", curve == "pooled"
             run.grid = thresholds[is_mean]
             t = len(run.grid)
             run.mean_curve = utility[is_mean]
-            run.utility = utility[~is_mean].reshape(-1, t)
-            run.labels = table.column("label").to_pylist()[: (~is_mean).sum()][::t]
+            run.utility = utility[is_class].reshape(-1, t)
+            run.labels = table.column("label").to_pylist()[: is_class.sum()][::t]
+            if is_pooled.sum() == t:  # runs before schema 4 have no pooled rows
+                run.pooled_far = 1.0 - table.column("trr").to_numpy()[is_pooled]
         except Exception as exc:  # any unreadable or foreign table is a bad input, not a crash
             raise InputError(f"{curves_path} is not a readable curves table: {exc}") from None
+    rates_path = folder / "rates.parquet"
+    if is_run_dir and rates_path.is_file():
+        try:
+            run.rates = _read_rates(pq.read_table(rates_path))
+        except Exception as exc:
+            raise InputError(f"{rates_path} is not a readable rates table: {exc}") from None
     dist_path = folder / "distributions.parquet"
     if is_run_dir and dist_path.is_file():
         from opis_cli.engine.distributions import DistanceDistributions
@@ -142,3 +161,18 @@ def load_run(path: str | os.PathLike | None = None, out_dir: str | os.PathLike =
         except Exception as exc:
             raise InputError(f"{dist_path} is not a readable distributions table: {exc}") from None
     return run
+
+
+def _read_rates(table) -> dict:
+    """rates.parquet (report.rates_table) as {"threshold", "far", "frr", "classes": [(label, far, frr)]}."""
+    curve = np.asarray(table.column("curve").to_pylist())
+    threshold, far, frr = (table.column(c).to_numpy() for c in ("threshold", "far", "frr"))
+    labels = table.column("label").to_pylist()
+    pooled = curve == "pooled"
+    t = int(pooled.sum())
+    out = {"threshold": threshold[pooled], "far": far[pooled], "frr": frr[pooled], "classes": []}
+    rows = np.flatnonzero(curve == "class")
+    for start in range(0, len(rows), t):
+        r = rows[start:start + t]
+        out["classes"].append((labels[r[0]], far[r], frr[r]))
+    return out
