@@ -19,10 +19,11 @@ NOW := $(shell date +%Y%m%d-%H%M%S)
 
 demo: $(STAMP)
 	$(BIN)/opis evaluate sample_data/model_a.parquet --name demo-model-a-$(NOW) --k 1 --k 5
-	$(BIN)/opis evaluate sample_data/model_b.parquet --name demo-model-b-$(NOW) --k 1 --k 5
+	$(BIN)/opis evaluate sample_data/model_b.parquet --name demo-model-b-$(NOW) --k 1 --k 5 --eer
 	$(BIN)/opis plot .opis/runs/demo-model-a-$(NOW) .opis/runs/demo-model-b-$(NOW) --kind compare \
 		--title "Sample data: model A vs model B" --out .opis/demo-compare.png
 	$(BIN)/opis plot --kind distributions --out .opis/demo-distributions.png
+	$(BIN)/opis plot --kind det --out .opis/demo-det.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

@@ -12,8 +12,10 @@ marked * are a stable interface for CI jobs::
     config*              every option that changes a figure (EvalConfig.to_dict)
     calibration*         {mode, lo*, hi*, thresholds*, step, far_target, resolution,
                           far_at_lo, far_at_hi, tar_at_lo, tar_at_hi}
-    metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*}
-                         recall_at_k is keyed by k as a string: {"1": 0.93}
+    metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*, eer}
+                         recall_at_k is keyed by k as a string: {"1": 0.93}; eer (--eer):
+                         {eer, threshold, far, frr, interval, resolution, thresholds, span}
+                         (opis_cli/statistics/eer.py)
     pairs                {positive, negative}
     engine               {name: exact, passes} or {name: approximate, index}; and choice: given
                          or auto, with reason and exact_minutes_estimate (opis_cli/cost.py)
@@ -26,7 +28,8 @@ marked * are a stable interface for CI jobs::
                           -- see docs/ci.md
     groups               (--group-col) {column, groups, groups_used, opis, eps_opis, rows: [{group,
                           positive_pairs, negative_pairs, mean_utility, opis_contribution,
-                          in_worst_eps}]} -- see opis_cli/groups.py, docs/deployment.md
+                          in_worst_eps}], disparity: [{at, threshold, far, frr}]} -- see
+                          opis_cli/analyses/groups.py, docs/deployment.md
     tar_at_far           (--tar-at-far) {F: {threshold, pooled_far, pooled_tar, tar: [...], far: [...]}}
                           lists in the order of classes; threshold: the largest 1e-4 grid
                           threshold with pooled FAR <= F
@@ -34,7 +37,8 @@ marked * are a stable interface for CI jobs::
                           candidates, classes, what_if_note} -- see docs/margins.md; recommended
                           and given carry frr_at_margin_minus and warnings, candidates conflict
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
-                           opis_contribution, in_worst_eps, queries, recall_hits: {k: hits}}]
+                           opis_contribution, in_worst_eps, queries, recall_hits: {k: hits},
+                           eer, eer_threshold (--eer)}]
                           in label order
 
 The same data and options give byte-identical JSON: no timestamps, no timings, no run names
