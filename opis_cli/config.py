@@ -38,6 +38,7 @@ class EvalConfig:
     eps_contrast: str = "rest"
     k: tuple[int, ...] = field(default=(1,))
     eer: bool = False  # also the EER, pooled and per class, and full-span ROC/DET curves
+    retrieval: bool = False  # also MAP@R and R-precision, overall and per class
 
     def __post_init__(self) -> None:
         # Normalise k once so equal configs compare (and serialise) equally.
@@ -114,8 +115,10 @@ class EvalConfig:
             eps_contrast=self.eps_contrast,
             k=list(self.k),
         )
-        if self.eer:  # written only when asked for: reports without it stay as they were
+        if self.eer:  # written only when asked for: reports without them stay as they were
             out["eer"] = True
+        if self.retrieval:
+            out["retrieval"] = True
         return out
 
 

@@ -100,3 +100,21 @@ def far_threshold(dist, labels, far, resolution=1e-4, upper=2.0):
         if np.searchsorted(neg, t, side="right") >= far * len(neg):
             return t
     return (count - 1) / round(1 / resolution)
+
+
+def retrieval(dist, labels):
+    """Per item: (AP@R, R-precision) as Musgrave et al. define them (references: all other items;
+    ties: an other-label item first), NaN for items without another member of their class."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    ap, rp = np.full(n, np.nan), np.full(n, np.nan)
+    for q in range(n):
+        r = int((labels == labels[q]).sum()) - 1
+        if r == 0:
+            continue
+        others = sorted((j for j in range(n) if j != q), key=lambda j: (dist[q, j], labels[j] == labels[q]))
+        rel = np.array([labels[j] == labels[q] for j in others[:r]], dtype=float)
+        precision = np.cumsum(rel) / np.arange(1, r + 1)
+        ap[q] = float((precision * rel).sum() / r)
+        rp[q] = float(rel.sum() / r)
+    return ap, rp

@@ -433,6 +433,17 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--calib", "0.9:0.1"]
 
 
+@case("eer-approximate", "--eer with an approximate index (the EER needs every pair)", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--eer", "--index", "ivf", "--no-save"]
+
+
+@case("retrieval-approximate", "--retrieval with an approximate index (MAP@R ranks every reference)",
+      section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--retrieval", "--index", "hnsw", "--no-save"]
+
+
 @case("thresholds-below-2", "--thresholds below 2", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--thresholds", "1"]

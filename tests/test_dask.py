@@ -128,8 +128,8 @@ def test_benchmark_smoke_runs():
 
 
 def test_dask_group_counts_give_the_local_report(client, data):
-    # --group-col and --eer on the cluster: the group accumulator (its specs scattered once) and the
-    # whole-span per-class counts give the local report byte for byte.
+    # --group-col, --eer and --retrieval on the cluster: the group accumulator (its specs scattered
+    # once), the whole-span per-class counts and the MAP@R buckets give the local report byte for byte.
     from dataclasses import replace
 
     from opis_cli.config import EvalConfig
@@ -139,11 +139,11 @@ def test_dask_group_counts_give_the_local_report(client, data):
     x, y = data
     ds = array_dataset(x, y)
     ds = replace(ds, groups=encode_labels(np.arange(len(y)) % 5), info=replace(ds.info, group_column="g"))
-    config = EvalConfig(calib=(0.4, 0.9), eer=True)
+    config = EvalConfig(calib=(0.4, 0.9), eer=True, retrieval=True)
     local = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact")
     remote = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact", client=client)
     assert remote.groups == local.groups and remote.groups["groups_used"] == 5
-    assert "eer" in _without_engine(local)["metrics"]
+    assert {"eer", "map_at_r"} <= set(_without_engine(local)["metrics"])
     assert json.dumps(_without_engine(remote)) == json.dumps(_without_engine(local))
 
 

@@ -77,6 +77,9 @@ TarAtFarOpt = _opt(Optional[str], metavar="F1,F2,...", rich_help_panel="Figures"
 EerOpt = _opt(bool, "--eer", rich_help_panel="Figures",
               help="Also the equal error rate, pooled and per class, on a 2,001-threshold grid over the whole "
                    "distance span (one fuller pass), and the curves of opis plot --kind roc|det.")
+RetrievalOpt = _opt(bool, "--retrieval", rich_help_panel="Figures",
+                    help="Also MAP@R and R-precision (as pytorch-metric-learning defines them), exact, overall and "
+                         "per class; memory grows with the sum of squared class sizes.")
 # Output
 FormatOpt = _opt(OutputFormat, "--format", help="What to print: a table, Markdown (for PR comments) or JSON.",
                  rich_help_panel="Output")
@@ -157,6 +160,7 @@ def evaluate(
     k: KOpt = None,
     tar_at_far: TarAtFarOpt = None,
     eer: EerOpt = False,
+    retrieval: RetrievalOpt = False,
     json_path: JsonOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     worst: WorstOpt = 10,
@@ -201,7 +205,7 @@ def evaluate(
 
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds, beta=beta,
                             epsilon=epsilon, eps_contrast=eps_contrast.value, k=tuple(k or (1,)), eer=eer,
-                            **_range_options(calib, calib_far))
+                            retrieval=retrieval, **_range_options(calib, calib_far))
         gate = _gate(_gate_options(max_opis, max_eps_opis, min_recall_at_k, max_opis_increase, max_eps_opis_increase,
                                    max_recall_drop, significance, on_mismatch, strict, allow_approximate,
                                    have_baseline=baseline is not None))

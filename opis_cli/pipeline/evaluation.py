@@ -34,6 +34,7 @@ def evaluate(
     eps_contrast: str = "rest",
     k: Sequence[int] = (1,),
     eer: bool = False,
+    retrieval: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
     index: str = "auto",
@@ -63,6 +64,7 @@ def evaluate(
         docs/distributed.md). Needs the ``dask`` extra.
     tar_at_far : pooled FAR targets: ``report.tar_at_far`` then holds every class's TAR and FAR
         at the global threshold of each (docs/deployment.md).
+    retrieval : also ``report.retrieval``: MAP@R and R-precision, exact (opis_cli.engine.retrieval).
     eer : also ``report.eer``: the equal error rate, pooled and per class, with an interval that
         holds it at any threshold (opis_cli.statistics.eer), and the full-span ROC/DET curves.
 
@@ -84,6 +86,7 @@ def evaluate(
     config = EvalConfig(
         metric=metric, normalize=normalize, calib=calib, calib_far=calib_far, thresholds=thresholds,
         beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k), eer=eer,
+        retrieval=retrieval,
     )
     return evaluate_dataset(array_dataset(embeddings, labels), config, memory_budget=memory_budget, threads=threads, engine=index,
                             approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
@@ -196,8 +199,10 @@ def _choose_engine(prep: Prepared, engine: str, client, approx, max_exact_second
                                far_at_hi=config.calib_far[1], max_exact_seconds=max_exact_seconds,
                                memory_budget=memory_budget, approx=approx)
         engine, choice = picked.engine, picked.to_dict()
-        if engine != "exact" and (dataset.groups is not None or tar_at_far or config.eer):
-            which = "--group-col" if dataset.groups is not None else "--tar-at-far" if tar_at_far else "--eer"
+        needs = [name for name, on in (("--group-col", dataset.groups is not None), ("--tar-at-far", bool(tar_at_far)),
+                                       ("--eer", config.eer), ("--retrieval", config.retrieval)) if on]
+        if engine != "exact" and needs:
+            which = needs[0]
             engine, choice = "exact", {**choice, "reason": f"{which} needs the exact engine ({picked.reason})"}
         elif engine != "exact":
             say(f"using the approximate engine: {picked.reason}. Its figures are estimates with 95% intervals; "
@@ -207,6 +212,8 @@ def _choose_engine(prep: Prepared, engine: str, client, approx, max_exact_second
     if engine != "exact" and config.eer:
         raise ConfigError("--eer needs the exact engine (--index exact): the approximate engines do not count the "
                           "pairs far from the calibration range")
+    if engine != "exact" and config.retrieval:
+        raise ConfigError("--retrieval needs the exact engine (--index exact): MAP@R ranks every reference")
     if engine != "exact" and dataset.groups is not None:
         raise ConfigError("--group-col needs the exact engine (--index exact); the approximate engines count "
                           "classes only")

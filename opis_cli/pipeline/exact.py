@@ -72,6 +72,13 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         if kernel != "numpy":
             accs.append(ClassCounts(eer_edges, advice=f"--eer counts every class on {EER_THRESHOLDS:,} thresholds "
                                                       "over the whole distance span: drop --eer"))
+    if config.retrieval:
+        from opis_cli.engine.retrieval import RetrievalCounts, check_retrieval_memory, positive_lists
+        from opis_cli.threads import thread_limit
+
+        check_retrieval_memory(p)
+        with thread_limit(threads):
+            accs.append(RetrievalCounts(positive_lists(p, memory_budget)))
     accs.extend(extra)
     t2 = time.perf_counter()
     swept = sweep(p, accs, memory_budget=memory_budget, threads=threads, progress=stage(progress, "counting pairs"),
@@ -91,6 +98,7 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
             p, eer_edges, memory_budget=memory_budget, kernel="numpy", threads=threads,
             progress=stage(progress, "counting pairs for --eer")).histograms
         passes += kernel == "numpy"
+    retrieved = results.pop(0) if config.retrieval else None
     prep.timings["pair_pass"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -103,6 +111,11 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
 
         tar_section = tar_at_far_section(full, prep.sizes, far_thresholds)
     query_mask = (prep.sizes >= 2)[p.codes]
+    retrieval = None
+    if retrieved is not None:
+        from opis_cli.statistics.metrics import retrieval_figures
+
+        retrieval = retrieval_figures(retrieved.average_precision, retrieved.r_precision, p.codes, curves.classes)
     eer = None
     if eer_edges is not None:
         from opis_cli.statistics.eer import eer_figures
@@ -133,6 +146,7 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         recall_at_k=recall_at_k(neighbours, query_mask, config.k), pooled=hist.pooled(), tar_at_far=tar_section,
         engine=engine, distributions=distributions,
         class_recall=class_recall(neighbours, p, query_mask, curves.classes, config.k), groups=groups, eer=eer,
+        retrieval=retrieval,
         timings={"kernel": "numba+dask" if client is not None else kernel, "threads": n_threads, "tile": tile,
                  "pairs": p.n * (p.n - 1) // 2, **{k: round(v, 4) for k, v in prep.timings.items()}},
     )

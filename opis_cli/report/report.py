@@ -13,7 +13,8 @@ marked * are a stable interface for CI jobs::
     calibration*         {mode, lo*, hi*, thresholds*, step, far_target, resolution,
                           far_at_lo, far_at_hi, tar_at_lo, tar_at_hi}
     metrics*             {opis*, eps_opis*, eps_contrast, eps_worst_classes, recall_at_k*, eer}
-                         recall_at_k is keyed by k as a string: {"1": 0.93}; eer (--eer):
+                         recall_at_k is keyed by k as a string: {"1": 0.93}; with
+                         --retrieval also map_at_r, r_precision, queries; eer (--eer):
                          {eer, threshold, far, frr, interval, resolution, thresholds, span}
                          (opis_cli/statistics/eer.py)
     pairs                {positive, negative}
@@ -38,7 +39,7 @@ marked * are a stable interface for CI jobs::
                           and given carry frr_at_margin_minus and warnings, candidates conflict
     classes*             [{label, size, positive_pairs, negative_pairs, mean_utility,
                            opis_contribution, in_worst_eps, queries, recall_hits: {k: hits},
-                           eer, eer_threshold (--eer)}]
+                           eer, eer_threshold (--eer), map_at_r, r_precision (--retrieval)}]
                           in label order
 
 The same data and options give byte-identical JSON: no timestamps, no timings, no run names
@@ -63,6 +64,7 @@ from opis_cli.engine.histograms import PooledHistogram
 if TYPE_CHECKING:
     from opis_cli.engine.distributions import DistanceDistributions
     from opis_cli.statistics.eer import EerFigures
+    from opis_cli.statistics.metrics import RetrievalFigures
 
 SCHEMA_VERSION = 4
 
@@ -95,6 +97,7 @@ class Report:
     bootstrap: dict | None = None  # class-bootstrap intervals (opis evaluate --bootstrap)
     margins: dict | None = None  # TCM margin recommendations (opis margins)
     eer: "EerFigures | None" = None  # --eer: pooled and per-class EER, full-span ROC/DET curves
+    retrieval: "RetrievalFigures | None" = None  # --retrieval: MAP@R and R-precision
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -132,6 +135,8 @@ class Report:
                     "recall_hits": {str(k): int(hits[k][i]) for k in sorted(hits)}} if queries is not None else {}),
                 **({"eer": float(self.eer.classes.eer[i]), "eer_threshold": float(self.eer.classes.threshold[i])}
                    if self.eer is not None else {}),
+                **({"map_at_r": float(self.retrieval.class_map_at_r[i]),
+                    "r_precision": float(self.retrieval.class_r_precision[i])} if self.retrieval is not None else {}),
             }
             for i, label in enumerate(self.labels)
         ]
@@ -175,6 +180,7 @@ class Report:
                 "eps_worst_classes": int(len(self.worst)),
                 "recall_at_k": {str(k): v for k, v in sorted(self.recall_at_k.items())},
                 **({"eer": self.eer.section()} if self.eer is not None else {}),
+                **(self.retrieval.section() if self.retrieval is not None else {}),
             },
             "pairs": {
                 "positive": int(self.pooled.pos.sum()),
@@ -240,6 +246,9 @@ class Report:
             if b:
                 extra += f"  classes 95% [{b['interval'][0]:.4f}, {b['interval'][1]:.4f}]"
             rows.append((f"Recall@{k}", f"{v:.4f}{extra}"))
+        if self.retrieval is not None:
+            rows.append(("MAP@R / R-precision", f"{self.retrieval.map_at_r:.4f} / {self.retrieval.r_precision:.4f} "
+                                                f"({self.retrieval.queries:,} queries)"))
         if self.eer is not None:
             e = self.eer.section()
             rows.append(("EER (pooled)", f"{e['eer']:.4g} at d = {e['threshold']:.4g} (between {e['interval'][0]:.4g} "

@@ -1,4 +1,4 @@
-"""OPIS, epsilon-OPIS and Recall@k (docs/definitions.md).
+"""OPIS, epsilon-OPIS, Recall@k, MAP@R and R-precision (docs/definitions.md).
 
 Averages over the calibration range are trapezoid integrals over the grid divided by its
 length: avg_t f = trapz(f, grid) / (hi - lo).
@@ -103,3 +103,35 @@ def recall_at_k(neighbours: NeighbourState, query_mask: np.ndarray, ks) -> dict[
         hits = neighbours.hits(k)[query_mask]
         out[k] = float(hits.sum() / n_queries) if n_queries else float("nan")
     return out
+
+
+@dataclass(frozen=True)
+class RetrievalFigures:
+    """MAP@R and R-precision over all queries, and the mean over each used class's queries
+    (rows in label order)."""
+
+    map_at_r: float
+    r_precision: float
+    queries: int
+    class_map_at_r: np.ndarray
+    class_r_precision: np.ndarray
+
+    def section(self) -> dict:
+        return {"map_at_r": self.map_at_r, "r_precision": self.r_precision, "queries": self.queries}
+
+
+def retrieval_figures(average_precision: np.ndarray, r_precision: np.ndarray, codes: np.ndarray,
+                      classes: np.ndarray) -> RetrievalFigures:
+    """MAP@R = mean_q AP@R_q and R-precision = mean_q RP_q over the queries (rows with a finite
+    figure: classes with two or more members), and per class the mean over its members
+    (``codes``: each row's class; ``classes``: the used classes, label order)."""
+    queries = np.isfinite(average_precision)
+    sums = np.bincount(codes[queries], weights=average_precision[queries], minlength=int(codes.max()) + 1)
+    rsums = np.bincount(codes[queries], weights=r_precision[queries], minlength=int(codes.max()) + 1)
+    counts = np.bincount(codes[queries], minlength=int(codes.max()) + 1)
+    n = int(queries.sum())
+    return RetrievalFigures(
+        map_at_r=float(average_precision[queries].mean()) if n else float("nan"),
+        r_precision=float(r_precision[queries].mean()) if n else float("nan"), queries=n,
+        class_map_at_r=sums[classes] / counts[classes], class_r_precision=rsums[classes] / counts[classes],
+    )
