@@ -22,19 +22,26 @@ def _exact_eer(pos: np.ndarray, neg: np.ndarray) -> list[float]:
     """Every EER the definition allows: (FAR + FRR) / 2 at each threshold t (all real t: -inf and
     every pair distance) where |FAR(t) - FRR(t)| is smallest."""
     candidates = np.concatenate([[-np.inf], np.unique(np.concatenate([pos, neg]))])
-    far = np.array([np.mean(neg <= t) for t in candidates]) if len(neg) else np.zeros(len(candidates))
-    frr = np.array([np.mean(pos > t) for t in candidates])
+    far, frr = _rates(pos, neg, candidates)
     gap = np.abs(far - frr)
     best = gap <= gap.min() + 1e-12
     return sorted(set(((far + frr) / 2)[best].round(12).tolist()))
 
 
 def _on_grid(pos, neg, grid):
-    """Plain loop: the grid threshold with the smallest |FAR - FRR| (first within 1e-12) and its EER."""
-    rates = [(np.mean(neg <= t) if len(neg) else 0.0, np.mean(pos > t)) for t in grid]
-    smallest = min(abs(far - frr) for far, frr in rates)
-    k = next(k for k, (far, frr) in enumerate(rates) if abs(far - frr) <= smallest + 1e-12)
-    return k, sum(rates[k]) / 2
+    """The grid threshold with the smallest |FAR - FRR| (first within 1e-12) and its EER."""
+    far, frr = _rates(pos, neg, grid)
+    gap = np.abs(far - frr)
+    k = int(np.flatnonzero(gap <= gap.min() + 1e-12)[0])
+    return k, (far[k] + frr[k]) / 2
+
+
+def _rates(pos, neg, thresholds):
+    """FAR(t) = share of negatives with d <= t, FRR(t) = share of positives with d > t, by sorting
+    the distances (no histogram)."""
+    far = np.searchsorted(np.sort(neg), thresholds, side="right") / len(neg) if len(neg) else np.zeros(len(thresholds))
+    frr = 1.0 - np.searchsorted(np.sort(pos), thresholds, side="right") / len(pos)
+    return far, frr
 
 
 def _histogram(d, grid):
