@@ -47,12 +47,8 @@ def utility(tar, trr, beta):
     return out
 
 
-def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, epsilon=0.1,
-              contrast="rest", ks=(1,), as_float32=True):
-    labels = np.asarray(labels)
-    grid = np.asarray(grid, dtype=np.float64)
-    dist = distance_matrix(x, metric, normalize, as_float32)
-    per_class = pair_lists(dist, labels)
+def curve_figures(per_class, grid, beta, epsilon, contrast):
+    """Curves, OPIS and eps-OPIS from each class's (positive, negative) distances."""
     used = [c for c, (pos, _) in per_class.items() if len(pos) > 0]
     tar = np.array([[np.mean(per_class[c][0] <= t) for t in grid] for c in used])
     trr = np.array([[np.mean(per_class[c][1] > t) for t in grid] for c in used])
@@ -69,6 +65,19 @@ def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, eps
     gap = u[worst].mean(axis=0) - u[other].mean(axis=0)
     eps = trapezoid(gap ** 2, grid) / span
 
+    return {
+        "labels": used, "tar": tar, "trr": trr, "utility": u, "opis": float(contributions.sum()),
+        "contributions": contributions, "mean_utility": m, "eps_opis": float(eps), "worst": worst,
+    }
+
+
+def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, epsilon=0.1,
+              contrast="rest", ks=(1,), as_float32=True):
+    labels = np.asarray(labels)
+    grid = np.asarray(grid, dtype=np.float64)
+    dist = distance_matrix(x, metric, normalize, as_float32)
+    per_class = pair_lists(dist, labels)
+    out = curve_figures(per_class, grid, beta, epsilon, contrast)
     recall = {}
     counts = {c_: int((labels == c_).sum()) for c_ in set(labels.tolist())}
     n = len(labels)
@@ -82,11 +91,7 @@ def reference(x, labels, grid, *, metric="cosine", normalize=True, beta=1.0, eps
             others = [j for j in others if j != q][:k]
             hits.append(any(labels[j] == labels[q] for j in others))
         recall[k] = float(np.mean(hits))
-    return {
-        "labels": used, "tar": tar, "trr": trr, "utility": u, "opis": float(contributions.sum()),
-        "contributions": contributions, "mean_utility": m, "eps_opis": float(eps),
-        "worst": worst, "recall": recall, "dist": dist,
-    }
+    return {**out, "recall": recall, "dist": dist}
 
 
 def far_threshold(dist, labels, far, resolution=1e-4, upper=2.0):
@@ -118,3 +123,44 @@ def retrieval(dist, labels):
         ap[q] = float((precision * rel).sum() / r)
         rp[q] = float(rel.sum() / r)
     return ap, rp
+
+
+def cross_distances(xq, xg, metric="cosine", normalize=True):
+    """(N_Q, N_G) distances between queries and references (float32 input, float64 arithmetic)."""
+    q = np.asarray(xq, dtype=np.float32).astype(np.float64)
+    g = np.asarray(xg, dtype=np.float32).astype(np.float64)
+    if metric == "cosine" or normalize:
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    if metric == "cosine":
+        return 1.0 - q @ g.T
+    return np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+
+
+def cross_reference(xq, yq, xg, yg, grid, *, metric="cosine", normalize=True, beta=1.0, epsilon=0.1,
+                    contrast="rest", ks=(1,)):
+    """docs/definitions.md's query/reference mode, pair by pair: only (q, g) pairs; class i's
+    positives have both ends in i, its negatives exactly one; queries retrieve from the references."""
+    yq, yg = np.asarray(yq), np.asarray(yg)
+    dist = cross_distances(xq, xg, metric, normalize)
+    per_class = {}
+    for c in sorted(set(yq.tolist()) | set(yg.tolist())):
+        qi, gi = yq == c, yg == c
+        pos = dist[np.ix_(qi, gi)].ravel()
+        neg = np.concatenate([dist[np.ix_(qi, ~gi)].ravel(), dist[np.ix_(~qi, gi)].ravel()])
+        per_class[c] = (pos, neg)
+    out = curve_figures(per_class, np.asarray(grid, np.float64), beta, epsilon, contrast)
+    recall, ap, rp = {}, [], []
+    order = [sorted(range(len(yg)), key=lambda j: (dist[q, j], yg[j] == yq[q])) for q in range(len(yq))]
+    queries = [q for q in range(len(yq)) if (yg == yq[q]).any()]
+    for k in ks:
+        recall[k] = float(np.mean([any(yg[j] == yq[q] for j in order[q][:k]) for q in queries]))
+    for q in queries:
+        r = int((yg == yq[q]).sum())
+        rel = np.array([yg[j] == yq[q] for j in order[q][:r]], dtype=float)
+        ap.append(float((np.cumsum(rel) / np.arange(1, r + 1) * rel).sum() / r))
+        rp.append(float(rel.sum() / r))
+    pos_all = np.concatenate([per_class[c][0] for c in per_class])
+    neg_all = dist[yq[:, None] != yg[None, :]]
+    return {**out, "recall": recall, "map_at_r": float(np.mean(ap)), "r_precision": float(np.mean(rp)),
+            "queries": len(queries), "dist": dist, "pooled": (pos_all, neg_all), "per_class": per_class}

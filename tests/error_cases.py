@@ -444,6 +444,39 @@ def _(d):
     return ["evaluate", _valid_parquet(d), "--retrieval", "--index", "hnsw", "--no-save"]
 
 
+@case("reference-dimensions", "--reference embedded by another model (other dimension)", section="options")
+def _(d):
+    x, y = _rows(d=6)
+    return ["evaluate", _valid_parquet(d), "--reference", _parquet(d / "ref.parquet", x, y), "--no-save"]
+
+
+@case("reference-label-types", "--reference with string labels against integer query labels", section="options")
+def _(d):
+    x, y = _rows()
+    return ["evaluate", _valid_parquet(d), "--reference", _parquet(d / "ref.parquet", x, y.astype(str)), "--no-save"]
+
+
+@case("reference-no-shared-class", "--reference whose classes the queries never have", section="options")
+def _(d):
+    x, y = _rows()
+    return ["evaluate", _valid_parquet(d), "--reference", _parquet(d / "ref.parquet", x, y + 100), "--no-save"]
+
+
+@case("reference-approximate", "--reference with an approximate index", section="options")
+def _(d):
+    return ["evaluate", _valid_parquet(d), "--reference", _valid_parquet(d, "ref.parquet"), "--index", "hnsw",
+            "--no-save"]
+
+
+@case("reference-group-col", "--reference with --group-col (groups are counted over one set)", section="options")
+def _(d):
+    x, y = _rows()
+    import pyarrow as pa
+
+    path = _parquet(d / "emb.parquet", x, y, extra={"region": pa.array(np.arange(len(y)) % 3)})
+    return ["evaluate", path, "--reference", _valid_parquet(d, "ref.parquet"), "--group-col", "region", "--no-save"]
+
+
 @case("thresholds-below-2", "--thresholds below 2", section="options")
 def _(d):
     return ["evaluate", _valid_parquet(d), "--thresholds", "1"]

@@ -155,3 +155,18 @@ def test_the_reference_kernel_on_a_cluster_is_a_usage_error(client, data):
     p = prepare_embeddings(x, y, 60)
     with pytest.raises(ConfigError, match="drop --kernel numpy"):
         exact_pass(p, np.linspace(0.3, 0.9, 5), kernel="numpy", client=client)
+
+
+def test_dask_query_reference_mode_gives_the_local_report(client, data):
+    # --reference on the cluster: rectangular panels (queries x references), the same figures.
+    from opis_cli.config import EvalConfig
+    from opis_cli.data.reference import with_reference
+    from opis_cli.pipeline.evaluation import array_dataset, evaluate_dataset
+
+    x, y = data
+    ds = with_reference(array_dataset(x[::2], y[::2]), array_dataset(x[1::2], y[1::2]))
+    config = EvalConfig(calib=(0.4, 0.9), retrieval=True, k=(1, 3))
+    local = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact")
+    remote = evaluate_dataset(ds, config, memory_budget=BUDGET, engine="exact", client=client)
+    assert "reference" in local.input
+    assert json.dumps(_without_engine(remote)) == json.dumps(_without_engine(local))

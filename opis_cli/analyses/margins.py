@@ -164,7 +164,8 @@ def margin_grids(p: PreparedEmbeddings, far: float, margin_plus: float | None = 
     given_t = [] if margin_plus is None else [1.0 - margin_plus, 1.0 - margin_minus]
     pos_edges = _positive_edges(np.unique(np.r_[whole, [min(max(t, 0.0), 2.0) for t in given_t]]))
     top_far = min(1.0, max(CANDIDATE_FACTORS) * far)
-    cut = max(_upper_edge_index(p, full, top_far, threads), 1)  # a grid of at least two edges
+    # At least two edges; with references no sample plans the cut (it covers one set): the whole grid.
+    cut = max(_upper_edge_index(p, full, top_far, threads), 1) if p.reference is None else len(full) - 1
     if given_t:  # the cut grid must reach a given m- as well, every grid value below it an edge
         t_given = min(max(given_t[1], 0.0), 2.0)
         cut = max(cut, int(np.searchsorted(full, t_given)))

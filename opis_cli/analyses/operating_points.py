@@ -76,6 +76,8 @@ def check_options(config: EvalConfig, dataset: Dataset, dev: Dataset | None, *, 
     if threshold is not None and not (span_lo <= threshold <= span_hi):
         raise ConfigError(f"--threshold {threshold:g} lies outside the {config.metric} distance span "
                           f"[{span_lo:g}, {span_hi:g}]")
+    if dataset.reference is not None and dataset.groups is not None:
+        raise ConfigError("--group-col is not available with --reference yet (groups are counted over one set)")
     if dev is not None and dev.d != dataset.d:
         raise InputError(f"--dev has {dev.d}-dimensional embeddings but the input has {dataset.d}: a threshold "
                          "chosen on one model's distances means nothing for another's; embed both with the same model")
@@ -147,7 +149,9 @@ def operating_points(
         accs.append(GroupCounts(edges, np.asarray(dataset.groups.codes, np.int64)[p.order], dataset.groups.n_classes))
     swept = sweep(p, accs, memory_budget=memory_budget, threads=threads, progress=stage("counting pairs")).results
     hist = swept[0].histograms
-    curves = class_curves(hist, sizes, beta=config.beta)
+    pos_totals = p.positive_totals()  # the pairs that count: one set's, or (query, reference) pairs
+    totals = (pos_totals, p.anchored_totals() - 2 * pos_totals)
+    curves = class_curves(hist, sizes, beta=config.beta, totals=totals)
     pooled = hist.pooled()
     pooled_pos = np.cumsum(pooled.pos[:-1])
     pooled_neg = np.cumsum(pooled.neg[:-1])
@@ -210,7 +214,7 @@ def operating_points(
         held_back={"min_class_size": min_class_size, "classes": small},
         tar_at_far={
             key: {"far_on_chosen_set": chosen[float(key)][1], **entry}
-            for key, entry in tar_at_far_section(hist, sizes, {f: chosen[f][0] for f in tar_at_far}).items()
+            for key, entry in tar_at_far_section(hist, sizes, {f: chosen[f][0] for f in tar_at_far}, totals).items()
         },
         classes=classes,
         groups=_groups_at(swept[1], dataset, it, config) if dataset.groups is not None else None,
@@ -275,11 +279,11 @@ class OperatingPoints:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def tar_at_far_section(hist, sizes: np.ndarray, thresholds: dict) -> dict:
+def tar_at_far_section(hist, sizes: np.ndarray, thresholds: dict, totals=None) -> dict:
     """``{repr(F): {threshold, pooled_far, pooled_tar, tar, far}}``: for each pooled FAR target F
     and its global threshold t_F (an edge of ``hist``), the pooled rates and every used class's
     TAR and FAR at t_F (lists in label order, as the report's ``classes``)."""
-    curves = class_curves(hist, sizes)
+    curves = class_curves(hist, sizes, totals=totals)
     pooled = hist.pooled()
     pos, neg = np.cumsum(pooled.pos[:-1]), np.cumsum(pooled.neg[:-1])
     out = {}
@@ -319,4 +323,8 @@ def _input_section(dataset: Dataset, used: int | None, digest: str | None = None
            "labels_sha256": dataset.labels.counts_hash()}
     if used is not None:
         out["classes_used"] = used
+    if dataset.reference is not None:
+        from opis_cli.data.reference import reference_section
+
+        out["reference"] = reference_section(dataset.reference)
     return out

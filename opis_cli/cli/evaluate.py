@@ -28,6 +28,8 @@ from opis_cli.cli.options import (
     NoSaveOpt,
     OutputFormat,
     QuietOpt,
+    ReferenceLabelsOpt,
+    ReferenceOpt,
     RunsOutDirOpt,
     WorstOpt,
     _far_list,
@@ -41,6 +43,7 @@ EPILOG = (
     "  opis evaluate embeddings.parquet --calib 0.1:0.9 --json report.json\n\n"
     "  opis evaluate emb.npy --labels labels.npy --k 1 --k 5 --format markdown\n\n"
     "  opis evaluate data.npz --metric l2 --no-normalize --calib 0.5:4\n\n"
+    "  opis evaluate probes.parquet --reference gallery.parquet --retrieval    (query/reference)\n\n"
     "  opis evaluate big.parquet --index ivf --calib-far 1e-5:1e-3      (millions of rows: approximate)\n\n"
     "Every run is saved to .opis/runs/NAME/ (report.json, curves.parquet) and .opis/latest."
 )
@@ -149,6 +152,8 @@ def evaluate(
     embedding_col: EmbeddingColOpt = None,
     label_col: LabelColOpt = None,
     group_col: GroupColOpt = None,
+    reference: ReferenceOpt = None,
+    reference_labels: ReferenceLabelsOpt = None,
     calib: CalibOpt = None,
     calib_far: CalibFarOpt = None,
     thresholds: GridOpt = 101,
@@ -197,8 +202,7 @@ def evaluate(
     allow_approximate: AllowApproximateOpt = False,
 ) -> None:
     """Compute exact per-class utility curves, OPIS, eps-OPIS and Recall@k of an embedding set."""
-    progress = _progress(quiet)
-    notes = _Notes(immediate=progress.enabled)
+    progress, notes = _progress_and_notes(quiet)
     with exit_on_errors(progress):
         from opis_cli.config import EvalConfig, parse_memory_size
         from opis_cli.pipeline.evaluate_command import EvaluateRequest, run_evaluate
@@ -211,17 +215,22 @@ def evaluate(
                                    have_baseline=baseline is not None))
         request = EvaluateRequest(
             input=input, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col,
-            config=config, tar_at_far=_far_list(tar_at_far), memory_budget=parse_memory_size(memory_budget),
-            threads=threads, kernel=kernel.value, index=index.value, max_exact_minutes=max_exact_minutes,
-            negatives=negatives.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-            samples_per_anchor=samples_per_anchor, seed=seed, engine=engine.value, scheduler=scheduler,
-            workers=workers, bootstrap=bootstrap, save=not no_save, out_dir=out_dir, name=name,
-            json_path=json_path, baseline=baseline, argv=sys.argv[1:],
-        )
-        # Once the figures are in, the progress bar goes and the notes held for a log are written.
+            reference=reference, reference_labels=reference_labels, config=config, tar_at_far=_far_list(tar_at_far),
+            memory_budget=parse_memory_size(memory_budget), threads=threads, kernel=kernel.value, index=index.value,
+            max_exact_minutes=max_exact_minutes, negatives=negatives.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+            ef_search=ef_search, samples_per_anchor=samples_per_anchor, seed=seed, engine=engine.value,
+            scheduler=scheduler, workers=workers, bootstrap=bootstrap, save=not no_save, out_dir=out_dir, name=name,
+            json_path=json_path, baseline=baseline, argv=sys.argv[1:])
         outcome = run_evaluate(request, progress=progress, notify=notes.add, gate=gate,
                                on_evaluated=lambda: (progress.stop(), notes.flush()))
     _render(outcome, fmt, json_path, quiet, worst)
+
+
+def _progress_and_notes(quiet: bool):
+    """The progress bar and the notes held back while it shows: once the figures are in, the bar
+    goes and the notes are written (run_evaluate's on_evaluated)."""
+    progress = _progress(quiet)
+    return progress, _Notes(immediate=progress.enabled)
 
 
 def _gate(options):

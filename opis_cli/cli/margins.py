@@ -21,6 +21,8 @@ from opis_cli.cli.options import (
     MarginsFormat,
     MemoryBudgetOpt,
     NoSaveOpt,
+    ReferenceLabelsOpt,
+    ReferenceOpt,
     RunsOutDirOpt,
     ThreadsOpt,
     _range_options,
@@ -64,6 +66,8 @@ def margins(
     labels: LabelsOpt = None,
     embedding_col: EmbeddingColOpt = None,
     label_col: LabelColOpt = None,
+    reference: ReferenceOpt = None,
+    reference_labels: ReferenceLabelsOpt = None,
     calib: CalibOpt = None,
     calib_far: CalibFarOpt = None,
     thresholds: GridOpt = 101,
@@ -98,7 +102,8 @@ def margins(
                             **_range_options(calib, calib_far))
         check_threads(threads)
         report = margins_file(
-            input, labels=labels, embedding_col=embedding_col, label_col=label_col, config=config,
+            input, labels=labels, embedding_col=embedding_col, label_col=label_col, reference=reference,
+            reference_labels=reference_labels, config=config,
             target_far=target_far, target_frr=target_frr, margin_plus=margin_plus, margin_minus=margin_minus,
             lambda_plus=lambda_plus, lambda_minus=lambda_minus, memory_budget=parse_memory_size(memory_budget),
             threads=threads, progress=progress,

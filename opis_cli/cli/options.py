@@ -86,6 +86,13 @@ class PlotKind(str, Enum):
 
 MEMORY_BUDGET_DEFAULT = f"{DEFAULT_MEMORY_BUDGET >> 20}M"
 
+ReferenceOpt = Annotated[Optional[Path], typer.Option(
+    metavar="REFERENCES", rich_help_panel="Input",
+    help="Query/reference mode: INPUT holds the queries, this file the references (gallery); only (query, "
+         "reference) pairs count and queries retrieve from the references.")]
+ReferenceLabelsOpt = Annotated[Optional[Path], typer.Option(help="Labels .npy for a .npy --reference file.",
+                                                            rich_help_panel="Input")]
+
 # ----------------------------------------------------------------------------- input
 InputArg = Annotated[Path, typer.Argument(
     help="Embeddings: Parquet, Arrow IPC/Feather, .npy (with --labels) or .npz.", show_default=False)]

@@ -30,6 +30,10 @@ def report_tables(report: Report, worst: int = 10) -> Group:
         summary.add_row(name, value, style=style)
     if report.input.get("path"):
         summary.add_row("input", escape(report.input["path"]))
+    ref = report.input.get("reference")
+    if ref is not None:
+        summary.add_row("references", f"{escape(str(ref.get('path') or 'array'))}: {ref['n']:,} items; "
+                                      f"{ref.get('queries_without_reference', 0):,} queries without a same-label one")
     parts = [summary]
     if worst > 0:
         table = Table(title=f"worst classes (lowest mean utility; eps-worst set = {len(report.worst)})",

@@ -19,6 +19,8 @@ from opis_cli.cli.options import (
     MemoryBudgetOpt,
     Metric,
     QuietOpt,
+    ReferenceLabelsOpt,
+    ReferenceOpt,
     ThreadsOpt,
     ViewFormat,
     WorstOpt,
@@ -75,6 +77,8 @@ def thresholds(
     embedding_col: EmbeddingColOpt = None,
     label_col: LabelColOpt = None,
     group_col: GroupColOpt = None,
+    reference: ReferenceOpt = None,
+    reference_labels: ReferenceLabelsOpt = None,
     calib: CalibOpt = None,
     calib_far: CalibFarOpt = None,
     thresholds_: GridOpt = 101,
@@ -99,13 +103,15 @@ def thresholds(
 
         if fmt is ViewFormat.markdown and json_path == "-":
             raise OpisError("--format markdown and --json - both write to stdout: write the JSON to a file")
-        check_output_path(json_path, _input_files(input, labels, dev, dev_labels), option="--json")
+        check_output_path(json_path, _input_files(input, labels, dev, dev_labels, reference, reference_labels),
+                          option="--json")
         config = EvalConfig(metric=metric.value, normalize=not no_normalize, thresholds=thresholds_, beta=beta,
                             **_range_options(calib, calib_far))
         fars = _far_list(tar_at_far)
         check_threads(threads)
         result = thresholds_file(input, labels=labels, dev=dev, dev_labels=dev_labels, embedding_col=embedding_col,
-                                 label_col=label_col, group_col=group_col, config=config, target_far=target_far,
+                                 label_col=label_col, group_col=group_col, reference=reference,
+                                 reference_labels=reference_labels, config=config, target_far=target_far,
                                  threshold=threshold, tar_at_far=fars, worst=worst, min_class_size=min_class_size,
                                  memory_budget=parse_memory_size(memory_budget), threads=threads, progress=progress)
         progress.stop()

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from opis_cli.errors import InputError
-from opis_cli.data.input_checks import (LABEL_COLUMN_NAMES, check_npy_memory, check_npz_memory, check_table_memory, detect_format,
-                           label_values, labels_format_error, pick_embedding_column, pick_label_column,
-                           require_float32_range, require_regular_file, sniff_format)
+from opis_cli.data.duplicates import count_duplicate_rows  # noqa: F401  (re-exported)
+from opis_cli.data.input_checks import (LABEL_COLUMN_NAMES, check_npy_memory, check_npz_memory, check_table_memory,
+                                        detect_format, label_values, labels_format_error, pick_embedding_column,
+                                        pick_label_column, require_float32_range, require_regular_file, sniff_format)
 
 __all__ = ["Labels", "InputInfo", "Dataset", "content_hash", "encode_labels", "detect_format", "load_dataset",
            "as_embedding_matrix", "count_duplicate_rows", "embedding_matrix_from_arrow", "LABEL_COLUMN_NAMES"]
@@ -46,7 +47,8 @@ class Labels:
         labels can tell), whatever embeddings were compared. A gate uses it to refuse comparing a
         model evaluated on one set with a baseline evaluated on another."""
         h = hashlib.sha256(b"opis-labels-v1:")
-        for value, count in zip(self.values, np.bincount(self.codes, minlength=self.n_classes)):
+        counts = np.bincount(self.codes, minlength=self.n_classes)
+        for value, count in ((v, c) for v, c in zip(self.values, counts) if c):  # 0: the other side's label
             h.update(f"{type(value).__name__}:{value}\x00{int(count)}\x00".encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
@@ -71,6 +73,8 @@ class Dataset:
     labels: Labels
     info: InputInfo
     groups: Labels | None = None  # a second key (customer, domain): opis_cli.analyses.groups
+    reference: "Dataset | None" = None  # query/reference mode: the references (data/reference.py)
+    own_hash: str | None = None  # content_hash before the joint label encoding of data/reference.py
 
     @property
     def n(self) -> int:
@@ -86,7 +90,7 @@ class Dataset:
         Two reports with the same hash were computed on the same data, whatever the files were
         called; a gate uses it to tell a report from another dataset.
         """
-        return content_hash(self.embeddings, self.labels)
+        return self.own_hash or content_hash(self.embeddings, self.labels)
 
 
 def content_hash(embeddings: np.ndarray, labels: Labels) -> str:
@@ -353,38 +357,6 @@ def _stored_float_type(list_type) -> str:
         return str(np.dtype(list_type.value_type.to_pandas_dtype()))
     except Exception:  # not a list of floats: the matrix conversion has said so already
         return "float32"
-
-
-def count_duplicate_rows(x: np.ndarray, chunk: int = 65536) -> int:
-    """Rows that repeat an earlier row exactly (bit for bit), in O(N D) time and O(N) memory:
-    a 64-bit polynomial hash of each row's words, then an exact comparison within equal hashes."""
-    n, d = x.shape
-    if n < 2:
-        return 0
-    words = np.ascontiguousarray(x).view(np.uint32).reshape(n, d)
-    mult = np.random.default_rng(12345).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
-    hashes = np.empty(n, np.uint64)
-    try:
-        from opis_cli.data.row_hash import row_hashes
-    except ImportError:  # no numba: the same hash, vectorised in chunks
-        with np.errstate(over="ignore"):
-            for s in range(0, n, chunk):
-                hashes[s:s + chunk] = (words[s:s + chunk].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
-    else:
-        row_hashes(words, mult, hashes)
-    order = np.argsort(hashes, kind="stable")
-    h = hashes[order]
-    same = np.flatnonzero(h[1:] == h[:-1])
-    if same.size == 0:
-        return 0
-    dup = 0
-    # Group equal hashes; within a group count rows equal to a row seen before.
-    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
-    sizes = np.diff(np.r_[starts, n])
-    for s, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-        rows = words[np.sort(order[s:s + size])]
-        dup += size - len(np.unique(rows, axis=0))
-    return int(dup)
 
 
 def _read_schema(path: Path, fmt: str):

@@ -34,6 +34,7 @@ class PreparedEmbeddings:
     normalized: bool
     sq_norms: np.ndarray | None
     max_norm: float
+    reference: "PreparedEmbeddings | None" = None
 
     @property
     def n(self) -> int:
@@ -50,6 +51,36 @@ class PreparedEmbeddings:
     @property
     def class_sizes(self) -> np.ndarray:
         return np.diff(self.class_bounds)
+
+    # Query/reference mode: the rows are queries, ``reference`` the columns (one label space);
+    # only (query, reference) pairs count. Without it, the pairs are the upper triangle.
+    @property
+    def columns(self) -> "PreparedEmbeddings":
+        return self if self.reference is None else self.reference
+
+    @property
+    def pair_count(self) -> int:
+        """All pairs: N (N - 1) / 2, or N_Q N_G with references."""
+        return self.n * (self.n - 1) // 2 if self.reference is None else self.n * self.reference.n
+
+    def positive_totals(self) -> np.ndarray:
+        """|P_c| per class: n_c (n_c - 1) / 2, or n_c^Q n_c^G with references."""
+        a = self.class_sizes.astype(np.int64)
+        return a * (a - 1) // 2 if self.reference is None else a * self.reference.class_sizes.astype(np.int64)
+
+    def anchored_totals(self) -> np.ndarray:
+        """Pairs with an end in class c, those with both ends in c counted twice (|N_c| + 2 |P_c|):
+        n_c (N - 1), or n_c^Q N_G + N_Q n_c^G with references."""
+        a = self.class_sizes.astype(np.int64)
+        if self.reference is None:
+            return a * (self.n - 1)
+        return a * self.reference.n + self.n * self.reference.class_sizes.astype(np.int64)
+
+    def relevant_counts(self) -> np.ndarray:
+        """R per row: the same-label items a query retrieves (other members of its class, or its
+        class's references); 0 for a row that is not a query."""
+        own = self.class_sizes[self.codes].astype(np.int64)
+        return own - 1 if self.reference is None else self.reference.class_sizes[self.codes].astype(np.int64)
 
 
 def prepare_embeddings(
@@ -113,3 +144,12 @@ def prepare_embeddings(
         x=x, order=order, codes=sorted_codes, class_bounds=bounds, metric=metric,
         normalized=normalize, sq_norms=sq_norms, max_norm=max_norm,
     )
+
+
+def with_reference(queries: PreparedEmbeddings, reference: PreparedEmbeddings) -> PreparedEmbeddings:
+    """The queries carrying their references (same class codes, metric and normalisation); the
+    largest norm is the larger of the two, so distance bounds hold for every (query, reference)."""
+    from dataclasses import replace
+
+    max_norm = max(queries.max_norm, reference.max_norm)
+    return replace(queries, reference=replace(reference, max_norm=max_norm), max_norm=max_norm)

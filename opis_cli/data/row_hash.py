@@ -1,4 +1,4 @@
-"""A 64-bit polynomial hash of each embedding row, compiled (numba): io.count_duplicate_rows'
+"""A 64-bit polynomial hash of each embedding row, compiled (numba): duplicates.count_duplicate_rows'
 first step, ten times the numpy expression and no uint64 copy of the matrix."""
 
 from __future__ import annotations

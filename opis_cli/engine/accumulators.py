@@ -37,13 +37,16 @@ class SweepContext:
     codes: np.ndarray  # class code of each prepared row
     n_threads: int
     memory_budget: int
+    col_sq: np.ndarray = None  # the columns' (the references' in query/reference mode; else sq)
+    col_codes: np.ndarray = None
 
     @classmethod
     def of(cls, p: PreparedEmbeddings, n_threads: int, memory_budget: int) -> "SweepContext":
         from opis_cli.engine import kernels
 
         metric, sq = kernels.metric_arguments(p)
-        return cls(metric, sq, p.codes, n_threads, memory_budget)
+        _, col_sq = kernels.metric_arguments(p.columns)
+        return cls(metric, sq, p.codes, n_threads, memory_budget, col_sq, p.columns.codes)
 
 
 class Accumulator:
@@ -136,7 +139,7 @@ class ClassCounts(GridAccumulator):
         codes = ctx.codes
         t, nt, kmax, kk = self.t, ctx.n_threads, self.kmax, max(self.kmax, 1)
         m, n = pn.g.shape
-        rc, cc = codes[pn.i0:pn.i1], codes[pn.j0:pn.j1]
+        rc, cc = codes[pn.i0:pn.i1], ctx.col_codes[pn.j0:pn.j1]
         r0, c0 = int(rc[0]), int(cc[0])
         nr, nc = int(rc[-1]) - r0 + 1, int(cc[-1]) - c0 + 1
         row_hist = np.zeros((nt, nr * t), np.int64)
@@ -151,17 +154,19 @@ class ClassCounts(GridAccumulator):
         col_min_same = np.full((nt, n if kmax == 1 else 0), np.inf, np.float32)
         col_min_other = np.full((nt, n if kmax == 1 else 0), np.inf, np.float32)
         kernels.block_counts(pn.g, (rc - r0) * t, (cc - c0) * t, pn.same_lo, pn.same_hi, pn.diagonal, ctx.metric,
-                             self.s_min, ctx.sq[pn.i0:pn.i1], ctx.sq[pn.j0:pn.j1], self.e0, self.inv, self.upper, nt,
-                             row_hist, col_hist, pos_hist, kmax, row_same, row_other, col_same, col_other,
+                             self.s_min, ctx.sq[pn.i0:pn.i1], ctx.col_sq[pn.j0:pn.j1], self.e0, self.inv, self.upper,
+                             nt, row_hist, col_hist, pos_hist, kmax, row_same, row_other, col_same, col_other,
                              col_min_same, col_min_other)
         self.anchored[r0:r0 + nr] += row_hist.sum(axis=0).reshape(nr, t)
         self.anchored[c0:c0 + nc] += col_hist.sum(axis=0).reshape(nc, t)
         self.pos[r0:r0 + nr] += pos_hist.sum(axis=0).reshape(nr, t)
-        if kmax == 1:
+        if kmax:
             self.neighbours.update(pn.i0, row_same[:, 0], row_other)
+        if not pn.square:
+            return  # the columns are references, not queries: no candidates of theirs to keep
+        if kmax == 1:
             self.neighbours.update(pn.j0, col_min_same.min(axis=0), col_min_other.min(axis=0)[:, None])
         elif kmax > 1:
-            self.neighbours.update(pn.i0, row_same[:, 0], row_other)
             col_best = col_other[0]
             for th in range(1, nt):
                 col_best = k_smallest(np.concatenate([col_best, col_other[th]], axis=1), kmax, axis=1)
@@ -177,9 +182,8 @@ class ClassCounts(GridAccumulator):
     def finish(self, p, ctx) -> ClassCountsResult:
         if self.kmax == 1:
             resolve_far_neighbours(p, self.neighbours, self.upper[-1], ctx.memory_budget)
-        sizes = p.class_sizes.astype(np.int64)
-        pos = with_overflow(self.pos, sizes * (sizes - 1) // 2, "positive pairs per class")
-        anchored = with_overflow(self.anchored, sizes * (p.n - 1), "pairs per class")
+        pos = with_overflow(self.pos, p.positive_totals(), "positive pairs per class")
+        anchored = with_overflow(self.anchored, p.anchored_totals(), "pairs per class")
         return ClassCountsResult(PairHistograms(self.edges, pos, anchored - 2 * pos), self.neighbours)
 
 
@@ -209,7 +213,7 @@ class PooledCounts(GridAccumulator):
         hist = np.zeros((2, nt, self.t), np.int64)
         sums = np.zeros((2, nt, self.sums.shape[1]), np.float64)
         kernels.block_pooled_counts(pn.g, pn.same_lo, pn.same_hi, pn.diagonal, ctx.metric, self.s_min,
-                                    ctx.sq[pn.i0:pn.i1], ctx.sq[pn.j0:pn.j1], self.e0, self.inv, self.upper, nt,
+                                    ctx.sq[pn.i0:pn.i1], ctx.col_sq[pn.j0:pn.j1], self.e0, self.inv, self.upper, nt,
                                     hist[0], hist[1], sums[0], sums[1], self.with_sums, self.positives_only)
         self.counts += hist.sum(axis=1)
         self.sums += sums.sum(axis=1)
@@ -220,9 +224,8 @@ class PooledCounts(GridAccumulator):
         return self
 
     def finish(self, p, ctx) -> PooledHistogram | PooledSums:
-        sizes = p.class_sizes.astype(np.int64)
-        n_pos = int((sizes * (sizes - 1) // 2).sum())
-        n_all = n_pos if self.positives_only else p.n * (p.n - 1) // 2
+        n_pos = int(p.positive_totals().sum())
+        n_all = n_pos if self.positives_only else p.pair_count
         pos = with_overflow(self.counts[1], n_pos, "pooled positive pairs")
         if self.positives_only:
             neg = np.zeros(self.t + 1, np.int64)
@@ -260,7 +263,7 @@ class GroupCounts(GridAccumulator):
         ph = np.zeros((nt, self.pos.size), np.int64)
         nh = np.zeros((nt, self.neg.size), np.int64)
         kernels.block_group_counts(pn.g, self.offsets[pn.i0:pn.i1], self.offsets[pn.j0:pn.j1], pn.same_lo, pn.same_hi,
-                                   pn.diagonal, ctx.metric, self.s_min, ctx.sq[pn.i0:pn.i1], ctx.sq[pn.j0:pn.j1],
+                                   pn.diagonal, ctx.metric, self.s_min, ctx.sq[pn.i0:pn.i1], ctx.col_sq[pn.j0:pn.j1],
                                    self.e0, self.inv, self.upper, nt, ph, nh)
         self.pos += ph.sum(axis=0)
         self.neg += nh.sum(axis=0)
@@ -291,24 +294,29 @@ def resolve_far_neighbours(p: PreparedEmbeddings, neighbours: NeighbourState, hi
     """
     from opis_cli.engine import kernels
 
+    cols = p.columns  # the references in query/reference mode: the database a query searches
     metric, sq = kernels.metric_arguments(p)
-    sizes = p.class_sizes
-    bounds = p.class_bounds
+    _, csq = kernels.metric_arguments(cols)
+    bounds, own = cols.class_bounds, p.class_bounds
+    queries = p.relevant_counts() > 0
     same, other = neighbours.same, neighbours.other[:, 0]
-    missing = np.flatnonzero(np.isinf(same) & (sizes[p.codes] >= 2))
+    missing = np.flatnonzero(np.isinf(same) & queries)
     for c in np.unique(p.codes[missing]):
         s, e = int(bounds[c]), int(bounds[c + 1])
-        rows = missing[(missing >= s) & (missing < e)]
+        rows = missing[(missing >= own[c]) & (missing < own[c + 1])]
         step = max(1, memory_budget // (8 * (e - s)))  # a products block stays within the budget
         for r0 in range(0, rows.size, step):
             r = rows[r0:r0 + step]
             out = same[r].copy()
-            kernels.masked_row_minima(p.x[r] @ p.x[s:e].T, metric, sq[r], sq[s:e], r - s, r - s + 1, out)
+            # The query itself is not its own neighbour (masked); a reference is never the query.
+            lo, hi_ = (r - s, r - s + 1) if p.reference is None else (np.zeros_like(r), np.zeros_like(r))
+            kernels.masked_row_minima(p.x[r] @ cols.x[s:e].T, metric, sq[r], csq[s:e], lo, hi_, out)
             same[r] = out
-    need = np.flatnonzero(np.isinf(other) & (same > hi) & (sizes[p.codes] >= 2))
-    step = max(1, memory_budget // (8 * p.n))
+    need = np.flatnonzero(np.isinf(other) & (same > hi) & queries)
+    step = max(1, memory_budget // (8 * cols.n))
     for r0 in range(0, need.size, step):
         r = need[r0:r0 + step]
         out = other[r].copy()
-        kernels.masked_row_minima(p.x[r] @ p.x.T, metric, sq[r], sq, bounds[p.codes[r]], bounds[p.codes[r] + 1], out)
+        kernels.masked_row_minima(p.x[r] @ cols.x.T, metric, sq[r], csq, bounds[p.codes[r]], bounds[p.codes[r] + 1],
+                                  out)
         other[r] = out

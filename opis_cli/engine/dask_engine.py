@@ -109,9 +109,10 @@ def dask_sweep(
     for chunk in chunks:
         future = client.submit(_stripe_task, embeddings, run_stripes, specs, chunk, memory_budget, threads,
                                pure=False)
-        pairs_of[future.key] = sum(stripe_pairs(p.n, s0, s1) for s0, s1 in chunk)
+        m = None if p.reference is None else p.reference.n
+        pairs_of[future.key] = sum(stripe_pairs(p.n, s0, s1, m) for s0, s1 in chunk)
         pending.append(future)
-    total = p.n * (p.n - 1) // 2
+    total = p.pair_count
     done = 0
     finished: list = []
     queue = as_completed(pending)

@@ -127,7 +127,7 @@ class AnchorDistances(Accumulator):
         nh = np.zeros((nt, self.bins), np.int64)
         cols = np.flatnonzero(self.mask[pn.j0:pn.j1]).astype(np.int64)
         kernels.block_anchor_bins(pn.g, self.mask[pn.i0:pn.i1], cols, pn.same_lo, pn.same_hi, pn.diagonal, ctx.metric,
-                                  ctx.sq[pn.i0:pn.i1], ctx.sq[pn.j0:pn.j1], self.bins / self.upper, self.bins, nt, ph, nh)
+                                  ctx.sq[pn.i0:pn.i1], ctx.col_sq[pn.j0:pn.j1], self.bins / self.upper, self.bins, nt, ph, nh)
         self.pos += ph.sum(axis=0)
         self.neg += nh.sum(axis=0)
 

@@ -35,12 +35,13 @@ def iter_panels(n: int, rows: int, cols: int):
     return stripe_panels(n, 0, n, rows, cols)
 
 
-def stripe_panels(n: int, s0: int, s1: int, rows: int, cols: int):
-    """The panels of :func:`iter_panels` whose rows lie in stripe s0:s1 (stripes from row_stripes)."""
+def stripe_panels(n: int, s0: int, s1: int, rows: int, cols: int, m: int | None = None):
+    """The panels of :func:`iter_panels` whose rows lie in stripe s0:s1 (stripes from row_stripes);
+    with ``m`` (query/reference mode: m reference columns) every row against all m columns."""
     for i0 in range(s0, s1, rows):
         i1 = min(s1, i0 + rows)
-        for j0 in range(i0, n, cols):
-            yield i0, i1, j0, min(n, j0 + cols)
+        for j0 in (range(i0, n, cols) if m is None else range(0, m, cols)):
+            yield i0, i1, j0, min(n if m is None else m, j0 + cols)
 
 
 def row_stripes(n: int, memory_budget: int) -> list[tuple[int, int]]:
@@ -50,15 +51,18 @@ def row_stripes(n: int, memory_budget: int) -> list[tuple[int, int]]:
     return [(i0, min(n, i0 + rows)) for i0 in range(0, n, rows)]
 
 
-def stripe_pairs(n: int, s0: int, s1: int) -> int:
-    """The pairs of the upper triangle in rows s0..s1: sum over i of (n - 1 - i)."""
+def stripe_pairs(n: int, s0: int, s1: int, m: int | None = None) -> int:
+    """The pairs of the upper triangle in rows s0..s1: sum over i of (n - 1 - i); with ``m``
+    reference columns, (s1 - s0) m."""
     k = s1 - s0
+    if m is not None:
+        return k * m
     return k * (n - 1) - (s0 + s1 - 1) * k // 2
 
 
-def panel_pairs(i0: int, i1: int, j0: int, j1: int) -> int:
-    """Pairs a panel covers: all of it, or (first chunk, j0 == i0) the columns j > i only."""
-    if j0 != i0:
+def panel_pairs(i0: int, i1: int, j0: int, j1: int, square: bool = True) -> int:
+    """Pairs a panel covers: all of it, or (first chunk of a triangle, j0 == i0) the columns j > i only."""
+    if j0 != i0 or not square:
         return (i1 - i0) * (j1 - j0)
     return int(np.maximum(0, (j1 - j0) - np.arange(1, i1 - i0 + 1)).sum())
 
@@ -75,14 +79,15 @@ class Panel:
     g: np.ndarray
     same_lo: np.ndarray
     same_hi: np.ndarray
+    square: bool = True  # False: rows are queries, columns references (no triangle, no self pairs)
 
     @property
     def diagonal(self) -> bool:
-        return self.i0 == self.j0
+        return self.square and self.i0 == self.j0
 
     @property
     def pairs(self) -> int:
-        return panel_pairs(self.i0, self.i1, self.j0, self.j1)
+        return panel_pairs(self.i0, self.i1, self.j0, self.j1, self.square)
 
 
 def panel_products(p: PreparedEmbeddings, panels, buffer_elements: int):
@@ -90,10 +95,12 @@ def panel_products(p: PreparedEmbeddings, panels, buffer_elements: int):
     float32 buffer (a fresh output per panel halves the matrix-product rate); ``buffer_elements``
     bounds the panels' size."""
     g_buf = np.empty(buffer_elements, np.float32)
-    bounds = p.class_bounds
+    cols = p.columns
+    bounds = cols.class_bounds  # a row's class among the columns (the references' own, with them)
     for i0, i1, j0, j1 in panels:
         m, n = i1 - i0, j1 - j0
         g = g_buf[: m * n].reshape(m, n)
-        np.matmul(p.x[i0:i1], p.x[j0:j1].T, out=g)
+        np.matmul(p.x[i0:i1], cols.x[j0:j1].T, out=g)
         rc = p.codes[i0:i1]
-        yield Panel(i0, i1, j0, j1, g, np.clip(bounds[rc] - j0, 0, n), np.clip(bounds[rc + 1] - j0, 0, n))
+        yield Panel(i0, i1, j0, j1, g, np.clip(bounds[rc] - j0, 0, n), np.clip(bounds[rc + 1] - j0, 0, n),
+                    p.reference is None)

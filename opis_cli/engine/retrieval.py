@@ -1,6 +1,7 @@
 """Exact MAP@R and R-precision (docs/definitions.md, "Retrieval metrics") on the one sweep.
 
-For a query q of class c, R_q = n_c - 1 (all other items are references). Ranking q's references
+For a query q of class c, R_q = n_c - 1 (all other items are references), or with --reference
+R_q = the references of class c (only the rows are queries; the columns are never ranked). Ranking q's references
 by distance, a positive's rank is 1 + (positives before it) + (negatives before it). So:
 
 1. **Positives first** (:func:`positive_lists`): every query's R_q positive distances, sorted, from
@@ -50,7 +51,7 @@ class PositiveLists:
 
 
 def _offsets(p: PreparedEmbeddings) -> tuple[np.ndarray, np.ndarray]:
-    r = (p.class_sizes[p.codes] - 1).astype(np.int64)
+    r = p.relevant_counts()
     poff = np.zeros(p.n + 1, np.int64)
     np.cumsum(r, out=poff[1:])
     coff = poff + np.arange(p.n + 1, dtype=np.int64)
@@ -59,8 +60,7 @@ def _offsets(p: PreparedEmbeddings) -> tuple[np.ndarray, np.ndarray]:
 
 def retrieval_bytes(p: PreparedEmbeddings) -> int:
     """Bytes of the positives, buckets and results: BYTES_PER_POSITIVE x sum_q R_q + 24 N."""
-    sizes = p.class_sizes.astype(np.int64)
-    return int(BYTES_PER_POSITIVE * (sizes * (sizes - 1)).sum() + 24 * p.n)
+    return int(BYTES_PER_POSITIVE * p.relevant_counts().sum() + 24 * p.n)
 
 
 def check_retrieval_memory(p: PreparedEmbeddings) -> None:
@@ -75,21 +75,28 @@ def positive_lists(p: PreparedEmbeddings, memory_budget: int) -> PositiveLists:
     from opis_cli.engine import kernels
     from opis_cli.engine.retrieval_kernels import pair_distances
 
+    cols = p.columns
     metric, sq = kernels.metric_arguments(p)
+    _, csq = kernels.metric_arguments(cols)
     poff, coff = _offsets(p)
     dist = np.empty(int(poff[-1]), np.float32)
     cut = np.full(p.n, -np.inf, np.float32)
-    bounds = p.class_bounds
-    for c in np.flatnonzero(p.class_sizes >= 2):
+    own, bounds = p.class_bounds, cols.class_bounds
+    square = p.reference is None
+    for c in np.flatnonzero(np.diff(own) * np.diff(bounds) > 0):
         s, e = int(bounds[c]), int(bounds[c + 1])
+        if square and e - s < 2:
+            continue
         step = max(1, memory_budget // (16 * (e - s)))  # products, distances, mask, sorted copy
-        for r0 in range(s, e, step):
-            r1 = min(e, r0 + step)
+        for r0 in range(int(own[c]), int(own[c + 1]), step):
+            r1 = min(int(own[c + 1]), r0 + step)
             d = np.empty((r1 - r0, e - s), np.float32)
-            pair_distances(p.x[r0:r1] @ p.x[s:e].T, metric, sq[r0:r1], sq[s:e], d)
-            keep = np.ones_like(d, dtype=bool)
-            keep[np.arange(r1 - r0), np.arange(r0, r1) - s] = False  # not the query itself
-            rows = np.sort(d[keep].reshape(r1 - r0, e - s - 1), axis=1)
+            pair_distances(p.x[r0:r1] @ cols.x[s:e].T, metric, sq[r0:r1], csq[s:e], d)
+            if square:  # not the query itself
+                keep = np.ones_like(d, dtype=bool)
+                keep[np.arange(r1 - r0), np.arange(r0, r1) - s] = False
+                d = d[keep].reshape(r1 - r0, e - s - 1)
+            rows = np.sort(d, axis=1)
             dist[poff[r0]:poff[r1]] = rows.reshape(-1)
             cut[r0:r1] = rows[:, -1]
     return PositiveLists(dist, poff, coff, cut)
@@ -113,7 +120,7 @@ class RetrievalCounts(Accumulator):
         check_retrieval_memory(p)
         _, cols = panel_shape(p.n, memory_budget)
         coff = self.positives.coff
-        widest = int((coff[np.minimum(np.arange(p.n) + cols, p.n)] - coff[:p.n]).max(initial=0))
+        widest = int((coff[np.minimum(np.arange(p.n) + cols, p.n)] - coff[:p.n]).max(initial=0)) if p.reference is None else 0
         require(8 * n_threads * widest, what="per-thread MAP@R counts of a panel's columns",
                 budget=max(memory_budget, 16 << 20), advice="raise --memory-budget or drop --retrieval")
 
@@ -126,18 +133,23 @@ class RetrievalCounts(Accumulator):
         from opis_cli.engine.retrieval_kernels import block_retrieval, tighten_cutoffs
 
         pl, cut = self.positives, self.cut
-        col_cut = cut[pn.j0:pn.j1]
+        n = pn.j1 - pn.j0
+        if pn.square:
+            col_cut, col_poff, col_coff = cut[pn.j0:pn.j1], pl.poff[pn.j0:pn.j1 + 1], pl.coff[pn.j0:pn.j1]
+        else:  # the columns are references: they rank nothing
+            col_cut, col_poff, col_coff = np.full(n, -np.inf, np.float32), np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
         col_max = float(col_cut.max())
         if col_max == -np.inf and float(cut[pn.i0:pn.i1].max()) == -np.inf:
             return
-        c0, c1 = int(pl.coff[pn.j0]), int(pl.coff[pn.j1])
+        c0, c1 = (int(pl.coff[pn.j0]), int(pl.coff[pn.j1])) if pn.square else (0, 1)
         col_counts = np.zeros((ctx.n_threads, c1 - c0), np.int64)
         block_retrieval(pn.g, pn.same_lo, pn.same_hi, pn.diagonal, ctx.metric, ctx.sq[pn.i0:pn.i1],
-                        ctx.sq[pn.j0:pn.j1], cut[pn.i0:pn.i1], col_cut, np.float32(col_max), pl.dist,
-                        pl.poff[pn.i0:pn.i1 + 1], pl.poff[pn.j0:pn.j1 + 1], pl.coff[pn.i0:pn.i1],
-                        pl.coff[pn.j0:pn.j1] - c0, ctx.n_threads, self.counts, col_counts)
-        self.counts[c0:c1] += col_counts.sum(axis=0)
-        tighten_cutoffs(self.counts, pl.coff, pl.poff, pl.dist, cut, pn.j0, pn.j1)
+                        ctx.col_sq[pn.j0:pn.j1], cut[pn.i0:pn.i1], col_cut, np.float32(col_max), pl.dist,
+                        pl.poff[pn.i0:pn.i1 + 1], col_poff, pl.coff[pn.i0:pn.i1], col_coff - c0, ctx.n_threads,
+                        self.counts, col_counts)
+        if pn.square:
+            self.counts[c0:c1] += col_counts.sum(axis=0)
+            tighten_cutoffs(self.counts, pl.coff, pl.poff, pl.dist, cut, pn.j0, pn.j1)
 
     def merge(self, other: "RetrievalCounts") -> "RetrievalCounts":
         self.counts += other.counts

@@ -40,9 +40,10 @@ def run_stripes(p: PreparedEmbeddings, accumulators: Sequence[Accumulator], stri
         if not acc.started:
             acc.start(p, ctx)
     rows, cols = panel_shape(p.n, memory_budget)
-    total = p.n * (p.n - 1) // 2
+    total = p.pair_count
     done = 0
-    panels = (panel for s0, s1 in stripes for panel in stripe_panels(p.n, s0, s1, rows, cols))
+    m = None if p.reference is None else p.reference.n
+    panels = (panel for s0, s1 in stripes for panel in stripe_panels(p.n, s0, s1, rows, cols, m))
     for panel in panel_products(p, panels, rows * cols):
         for acc in accumulators:
             acc.consume(panel, ctx)
@@ -89,7 +90,7 @@ def sweep(p: PreparedEmbeddings, accumulators: Sequence[Accumulator], *, memory_
     with thread_limit(threads) as n_threads:
         ctx = SweepContext.of(p, n_threads, memory_budget)
         results = [acc.finish(p, ctx) for acc in accumulators]
-    return SweepResult(results, p.n * (p.n - 1) // 2, panel_shape(p.n, memory_budget)[0], n_threads, executor)
+    return SweepResult(results, p.pair_count, panel_shape(p.n, memory_budget)[0], n_threads, executor)
 
 
 @dataclass
@@ -122,6 +123,8 @@ def exact_pass(
     independent code, the kernels' oracle) or ``"auto"`` (numba when importable)."""
     kernel = resolve_kernel(kernel)
     if kernel == "numpy":
+        if p.reference is not None:
+            raise ConfigError("--kernel numpy (the reference path) evaluates one set only: drop it with --reference")
         if client is not None:
             raise ConfigError("the Dask engine runs the fused kernel: drop --kernel numpy (the reference path runs "
                               "in this process only)")

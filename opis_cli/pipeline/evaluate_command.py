@@ -37,6 +37,8 @@ class EvaluateRequest:
     embedding_col: str | None = None
     label_col: str | None = None
     group_col: str | None = None
+    reference: str | os.PathLike | None = None  # query/reference mode: the references' file
+    reference_labels: str | os.PathLike | None = None
     config: EvalConfig = field(default_factory=EvalConfig)
     tar_at_far: tuple[float, ...] = ()
     # Speed only: never a figure.
@@ -104,8 +106,8 @@ def run_evaluate(
 
     if request.save:
         check_out_dir(request.out_dir, request.name)
-    check_output_path(request.json_path, input_files(request.input, request.labels, request.baseline),
-                      option="--json")
+    check_output_path(request.json_path, input_files(request.input, request.labels, request.baseline,
+                                                     request.reference, request.reference_labels), option="--json")
     baseline = None
     if request.baseline is not None:
         from opis_cli.report.runs import load_run
@@ -153,7 +155,7 @@ def _evaluate(request: EvaluateRequest, progress, notify) -> "Report":
             group_col=request.group_col, config=request.config, memory_budget=request.memory_budget,
             threads=request.threads, kernel=request.kernel, index=request.index, approx=approx,
             tar_at_far=request.tar_at_far, max_exact_seconds=request.max_exact_minutes * 60, progress=progress,
-            notify=notify, client=client,
+            notify=notify, client=client, reference=request.reference, reference_labels=request.reference_labels,
         )
 
 

@@ -42,6 +42,7 @@ def evaluate(
     progress: StageProgress | None = None,
     client=None,
     tar_at_far: Sequence[float] = (),
+    reference: tuple[Any, Any] | None = None,
 ) -> Report:
     """Exact OPIS, eps-OPIS, per-class utility curves and Recall@k of an embedding set.
 
@@ -65,6 +66,8 @@ def evaluate(
     tar_at_far : pooled FAR targets: ``report.tar_at_far`` then holds every class's TAR and FAR
         at the global threshold of each (docs/deployment.md).
     retrieval : also ``report.retrieval``: MAP@R and R-precision, exact (opis_cli.engine.retrieval).
+    reference : ``(embeddings, labels)`` of references: query/reference mode (docs/definitions.md),
+        only (query, reference) pairs count and every query retrieves from the references.
     eer : also ``report.eer``: the equal error rate, pooled and per class, with an interval that
         holds it at any threshold (opis_cli.statistics.eer), and the full-span ROC/DET curves.
 
@@ -88,7 +91,12 @@ def evaluate(
         beta=beta, epsilon=epsilon, eps_contrast=eps_contrast, k=tuple(k), eer=eer,
         retrieval=retrieval,
     )
-    return evaluate_dataset(array_dataset(embeddings, labels), config, memory_budget=memory_budget, threads=threads, engine=index,
+    dataset = array_dataset(embeddings, labels)
+    if reference is not None:
+        from opis_cli.data.reference import with_reference
+
+        dataset = with_reference(dataset, array_dataset(*reference))
+    return evaluate_dataset(dataset, config, memory_budget=memory_budget, threads=threads, engine=index,
                             approx=approx, progress=progress, client=client, tar_at_far=tar_at_far)
 
 
@@ -120,12 +128,20 @@ def evaluate_file(
     notify: Callable[[str], None] | None = None,
     client=None,
     tar_at_far: Sequence[float] = (),
+    reference: str | os.PathLike | None = None,
+    reference_labels: str | os.PathLike | None = None,
 ) -> Report:
     """Load a Parquet / Arrow / NPY / NPZ file (see :func:`opis_cli.data.io.load_dataset`) and evaluate it
     (``client``: a ``dask.distributed.Client`` for the exact passes; ``group_col``: also OPIS across
-    groups, opis_cli.analyses.groups)."""
+    groups, opis_cli.analyses.groups; ``reference``: a second file of the same kind, the
+    references of query/reference mode, with ``reference_labels`` for a .npy one)."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col,
                            group_col=group_col)
+    if reference is not None:
+        from opis_cli.data.reference import with_reference
+
+        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
+                                                       label_col=label_col, labels_option="--reference-labels"))
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
                             kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
                             progress=progress, notify=notify, client=client, tar_at_far=tar_at_far)
@@ -159,10 +175,11 @@ def evaluate_dataset(
     ``tar_at_far``: pooled FAR targets; the report's ``tar_at_far`` section gives every class's
     TAR and FAR at the global threshold of each (exact engine only).
     """
-    n = dataset.embeddings.shape[0]
     check_classes(dataset)
-    if max(config.k) > n - 1:
-        raise ConfigError(f"--k {max(config.k)} is larger than the database (N - 1 = {n - 1} items per query)")
+    database = dataset.n - 1 if dataset.reference is None else dataset.reference.n
+    if max(config.k) > database:  # before the engine options, as prepare() will check it again
+        raise ConfigError(f"--k {max(config.k)} is larger than the database ({'N - 1' if dataset.reference is None else 'the references'}"
+                          f" = {database} items per query)")
     if engine not in ENGINES:
         raise ConfigError(f"unknown index {engine!r}; choose {', '.join(ENGINES)}")
     if not max_exact_seconds >= 0:  # also catches NaN, which would silently force the approximate engine
@@ -195,12 +212,15 @@ def _choose_engine(prep: Prepared, engine: str, client, approx, max_exact_second
         from opis_cli.engine.cost import choose_engine
 
         n, d = dataset.embeddings.shape
+        if dataset.reference is not None:  # the estimate's N: a single set with as many pairs
+            n = int(round((2 * n * dataset.reference.n) ** 0.5))
         picked = choose_engine(n, d, prep.sizes, kmax=max(config.k), calib_given=config.calib is not None,
                                far_at_hi=config.calib_far[1], max_exact_seconds=max_exact_seconds,
                                memory_budget=memory_budget, approx=approx)
         engine, choice = picked.engine, picked.to_dict()
         needs = [name for name, on in (("--group-col", dataset.groups is not None), ("--tar-at-far", bool(tar_at_far)),
-                                       ("--eer", config.eer), ("--retrieval", config.retrieval)) if on]
+                                       ("--eer", config.eer), ("--retrieval", config.retrieval),
+                                       ("--reference", dataset.reference is not None)) if on]
         if engine != "exact" and needs:
             which = needs[0]
             engine, choice = "exact", {**choice, "reason": f"{which} needs the exact engine ({picked.reason})"}
@@ -212,6 +232,8 @@ def _choose_engine(prep: Prepared, engine: str, client, approx, max_exact_second
     if engine != "exact" and config.eer:
         raise ConfigError("--eer needs the exact engine (--index exact): the approximate engines do not count the "
                           "pairs far from the calibration range")
+    if engine != "exact" and dataset.reference is not None:
+        raise ConfigError("--reference needs the exact engine (--index exact): the approximate engines index one set")
     if engine != "exact" and config.retrieval:
         raise ConfigError("--retrieval needs the exact engine (--index exact): MAP@R ranks every reference")
     if engine != "exact" and dataset.groups is not None:

@@ -57,11 +57,13 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
     kmax = max(config.k)
 
     accs = [] if kernel == "numpy" else [ClassCounts(edges, kmax)]
+    if dataset.groups is not None and p.reference is not None:
+        raise ConfigError("--group-col is not available with --reference yet (groups are counted over one set)")
     if dataset.groups is not None:
         accs.append(GroupCounts(grid, np.asarray(dataset.groups.codes, np.int64)[p.order], dataset.groups.n_classes))
     upper = metric_upper_bound(p.metric, p.normalized, p.max_norm)
     _, anchors = anchor_sample(p, DISTRIBUTION_ANCHORS, 0)
-    with_anchors = kernel != "numpy"
+    with_anchors = kernel != "numpy" and p.reference is None  # distributions: one set's pairs
     if with_anchors:
         accs.append(AnchorDistances(anchors, DISTRIBUTION_BINS, upper))
     eer_edges = None
@@ -104,13 +106,13 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
     t3 = time.perf_counter()
     hist = full.on_edges(grid) if far_thresholds else full
     require_pairs_in_range(hist, cal.range)
-    curves, o, e = figures(hist, prep.sizes, config)
+    curves, o, e = figures(hist, prep.sizes, config, prep.totals)
     tar_section = None
     if far_thresholds:
         from opis_cli.analyses.operating_points import tar_at_far_section
 
-        tar_section = tar_at_far_section(full, prep.sizes, far_thresholds)
-    query_mask = (prep.sizes >= 2)[p.codes]
+        tar_section = tar_at_far_section(full, prep.sizes, far_thresholds, prep.totals)
+    query_mask = prep.query_mask
     retrieval = None
     if retrieved is not None:
         from opis_cli.statistics.metrics import retrieval_figures
@@ -132,10 +134,12 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
     codes = plotted_classes(curves, e)
     from opis_cli.threads import thread_limit
 
-    with thread_limit(threads):
-        distributions = distance_distributions(p, codes, prep.labels_of(codes), bins=DISTRIBUTION_BINS,
-                                               anchors=DISTRIBUTION_ANCHORS, memory_budget=memory_budget,
-                                               pooled=pooled_anchors)
+    distributions = None
+    if p.reference is None:
+        with thread_limit(threads):
+            distributions = distance_distributions(p, codes, prep.labels_of(codes), bins=DISTRIBUTION_BINS,
+                                                   anchors=DISTRIBUTION_ANCHORS, memory_budget=memory_budget,
+                                                   pooled=pooled_anchors)
     prep.timings["distributions"] = time.perf_counter() - t4
     prep.timings["total"] = time.perf_counter() - prep.started
     engine = {"name": "exact", "passes": passes, **(choice or {}), **({"executor": "dask"} if client is not None else {})}
@@ -148,7 +152,7 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         class_recall=class_recall(neighbours, p, query_mask, curves.classes, config.k), groups=groups, eer=eer,
         retrieval=retrieval,
         timings={"kernel": "numba+dask" if client is not None else kernel, "threads": n_threads, "tile": tile,
-                 "pairs": p.n * (p.n - 1) // 2, **{k: round(v, 4) for k, v in prep.timings.items()}},
+                 "pairs": p.pair_count, **{k: round(v, 4) for k, v in prep.timings.items()}},
     )
     return ExactRun(fields, results, cal)
 

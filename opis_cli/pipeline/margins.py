@@ -23,6 +23,8 @@ def margins_file(
     labels: str | os.PathLike | None = None,
     embedding_col: str | None = None,
     label_col: str | None = None,
+    reference: str | os.PathLike | None = None,
+    reference_labels: str | os.PathLike | None = None,
     config: EvalConfig | None = None,
     target_far: float | None = None,
     target_frr: float | None = None,
@@ -35,8 +37,14 @@ def margins_file(
     progress: StageProgress | None = None,
 ) -> Report:
     """Evaluate a file exactly and attach TCM margin recommendations (``report.margins``; see
-    :func:`opis_cli.analyses.margins.margins_section` and docs/margins.md)."""
+    :func:`opis_cli.analyses.margins.margins_section` and docs/margins.md); ``reference``: the
+    references of query/reference mode."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
+    if reference is not None:
+        from opis_cli.data.reference import with_reference
+
+        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
+                                                       label_col=label_col, labels_option="--reference-labels"))
     return margins_dataset(dataset, config or EvalConfig(), target_far=target_far, target_frr=target_frr,
                            margin_plus=margin_plus, margin_minus=margin_minus, lambda_plus=lambda_plus,
                            lambda_minus=lambda_minus, memory_budget=memory_budget, threads=threads,
@@ -82,6 +90,8 @@ def _far_at_hi_estimate(prep: Prepared, threads: int | None) -> float:
     config = prep.config
     if config.calib is None:
         return float(config.calib_far[1])
+    if prep.embeddings.reference is not None:
+        return 0.5  # unused: with references the negatives' grid is not cut (analyses.margins.margin_grids)
     from opis_cli.statistics.calibration import CUT_ANCHORS, sampled_pooled_histogram
 
     hi = float(config.calib[1])

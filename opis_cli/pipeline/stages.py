@@ -14,7 +14,9 @@ from typing import Callable
 import numpy as np
 
 from opis_cli.config import EvalConfig
-from opis_cli.data.io import Dataset, count_duplicate_rows
+from opis_cli.data.duplicates import count_duplicate_rows
+from opis_cli.data.io import Dataset
+from opis_cli.data.reference import reference_section
 from opis_cli.data.prepare import PreparedEmbeddings, prepare_embeddings
 from opis_cli.errors import ConfigError, InputError
 from opis_cli.statistics.calibration import CalibrationRange, resolve_far_range
@@ -64,15 +66,38 @@ class Prepared:
             "labels_sha256": self.dataset.labels.counts_hash(),
             "dtype": info.dtype,
             "duplicate_rows": int(self.duplicates),
+            **({"reference": {**reference_section(self.dataset.reference),
+                              "queries_without_reference": int((~self.query_mask).sum())}}
+               if self.dataset.reference is not None else {}),
         }
 
     def labels_of(self, classes) -> list:
         return [self.dataset.labels.values[int(c)] for c in classes]
 
+    @property
+    def totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(|P_c|, |N_c|) of every class, on whichever pairs count (query/reference mode too)."""
+        p = self.embeddings
+        pos = p.positive_totals()
+        return pos, p.anchored_totals() - 2 * pos
+
+    @property
+    def query_mask(self) -> np.ndarray:
+        """The prepared rows that are queries (Recall@k, MAP@R): a same-label item to retrieve."""
+        return self.embeddings.relevant_counts() > 0
+
 
 def check_classes(dataset: Dataset) -> tuple[np.ndarray, int]:
-    """Class sizes and the number of usable classes (two or more members); InputError under two."""
+    """Class sizes and the number of usable classes (two or more members; with references, at
+    least one query and one reference); InputError under two."""
     sizes = np.bincount(dataset.labels.codes, minlength=dataset.labels.n_classes)
+    if dataset.reference is not None:
+        refs = np.bincount(dataset.reference.labels.codes, minlength=dataset.labels.n_classes)
+        used = int(((sizes >= 1) & (refs >= 1)).sum())
+        if used < 2:
+            raise InputError(f"need at least two classes with both queries and references; found {used} "
+                             f"(of {int((sizes > 0).sum())} query classes and {int((refs > 0).sum())} reference classes)")
+        return sizes, used
     used = int((sizes >= 2).sum())
     if used < 2:
         raise InputError(
@@ -89,10 +114,18 @@ def prepare(dataset: Dataset, config: EvalConfig, notify: Callable[[str], None] 
     n = dataset.embeddings.shape[0]
     sizes, used = check_classes(dataset)
     kmax = max(config.k)
-    if kmax > n - 1:
-        raise ConfigError(f"--k {kmax} is larger than the database (N - 1 = {n - 1} items per query)")
+    ref = dataset.reference
+    database = n - 1 if ref is None else ref.n
+    if kmax > database:
+        raise ConfigError(f"--k {kmax} is larger than the database ({'N - 1' if ref is None else 'the references'}"
+                          f" = {database} items per query)")
     prepared = prepare_embeddings(dataset.embeddings, dataset.labels.codes, dataset.labels.n_classes,
                                   metric=config.metric, normalize=config.normalize)
+    if ref is not None:
+        from opis_cli.data.prepare import with_reference
+
+        prepared = with_reference(prepared, prepare_embeddings(ref.embeddings, ref.labels.codes, ref.labels.n_classes,
+                                                               metric=config.metric, normalize=config.normalize))
     # Notes come after validation: a rejected input gets its error alone.
     say = notify or (lambda message: None)
     if kmax >= int(sizes.max()):
@@ -160,9 +193,10 @@ def require_pairs_in_range(hist, calibration: CalibrationRange) -> None:
     )
 
 
-def figures(hist, sizes, config: EvalConfig):
-    """(per-class curves, OPIS, eps-OPIS) of histograms on the calibration grid."""
-    curves = class_curves(hist, sizes, beta=config.beta)
+def figures(hist, sizes, config: EvalConfig, totals=None):
+    """(per-class curves, OPIS, eps-OPIS) of histograms on the calibration grid (``totals``:
+    Prepared.totals, the pairs of each class whatever the mode)."""
+    curves = class_curves(hist, sizes, beta=config.beta, totals=totals)
     o = opis(curves.utility, curves.grid)
     e = eps_opis(curves.utility, curves.grid, epsilon=config.epsilon, contrast=config.eps_contrast)
     return curves, o, e

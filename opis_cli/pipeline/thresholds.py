@@ -51,12 +51,20 @@ def thresholds_file(
     embedding_col: str | None = None,
     label_col: str | None = None,
     group_col: str | None = None,
+    reference: str | os.PathLike | None = None,
+    reference_labels: str | os.PathLike | None = None,
     config: EvalConfig | None = None,
     **options,
 ) -> OperatingPoints:
-    """Load the evaluated set (and ``dev``, the set that chooses the threshold) and run
-    :func:`thresholds_dataset` (``options``: its keyword arguments). What ``opis thresholds`` calls."""
+    """Load the evaluated set (and ``dev``, the set that chooses the threshold; ``reference``: the
+    references of query/reference mode) and run :func:`thresholds_dataset` (``options``: its
+    keyword arguments). What ``opis thresholds`` calls."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col)
+    if reference is not None:
+        from opis_cli.data.reference import with_reference
+
+        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
+                                                       label_col=label_col, labels_option="--reference-labels"))
     dev_set = load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col,
                            labels_option="--dev-labels") if dev is not None else None
     return thresholds_dataset(dataset, config, dev=dev_set, **options)

@@ -329,6 +329,9 @@ def _draw_distribution(ax, run, s: int, lo_hi) -> None:
 def _distributions_figure(plt, runs, title):
     run = runs[0]
     dist = run.distributions
+    if dist is None and run.report["input"].get("reference") is not None:
+        raise InputError(f"{run.name}: a query/reference run has no distance distributions (not yet computed in "
+                         "that mode); --kind curves, roc and det work")
     if dist is None:
         raise InputError(f"{run.name}: no distance distributions (distributions.parquet); pass a run directory "
                          "saved by this version of opis evaluate")

@@ -217,8 +217,9 @@ class Report:
                 text += f"  classes 95% [{lo:.4g}, {hi:.4g}]"
             return text
 
+        ref = inp.get("reference")
         rows = [
-            ("embeddings", f"{inp['n']:,} x {inp['d']}"),
+            ("embeddings", f"{inp['n']:,} x {inp['d']}" + (f" queries, {ref['n']:,} references" if ref else "")),
             ("classes used / skipped", f"{inp['classes_used']:,} / {inp['classes_skipped']:,}"),
             ("metric", self.config.metric + ("" if self.config.normalize else " (unnormalised)")),
             ("calibration range", f"[{cal.lo:.6g}, {cal.hi:.6g}] ({len(self.curves.grid)} thresholds)"),

@@ -133,6 +133,11 @@ def _check(data) -> None:
     used = _integer(inp.get("classes_used"), "input.classes_used", 2)
     if "labels_sha256" in inp and not isinstance(inp["labels_sha256"], str):
         raise _Bad(f"input.labels_sha256 is {_show(inp['labels_sha256'])}, expected a string")
+    if inp.get("reference") is not None:  # query/reference mode: the comparability checks read these
+        ref = _mapping(inp["reference"], "input.reference")
+        _integer(ref.get("n"), "input.reference.n", 1)
+        if not isinstance(ref.get("labels_sha256"), str):
+            raise _Bad(f"input.reference.labels_sha256 is {_show(ref.get('labels_sha256'))}, expected a string")
     classes = data.get("classes")
     if not isinstance(classes, list) or len(classes) != used:
         raise _Bad(f"classes lists {len(classes) if isinstance(classes, list) else _show(classes)} entries, "

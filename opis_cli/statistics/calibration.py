@@ -112,7 +112,8 @@ def pooled_fine_histogram(p: PreparedEmbeddings, far_hi: float, *, memory_budget
     full, step = fine_edges(metric_upper_bound(p.metric, p.normalized, p.max_norm))
     # At least two edges: a sample whose FAR target is met at d = 0 (one-dimensional or duplicate
     # embeddings) would otherwise leave a one-edge grid.
-    cut = max(_upper_edge_index(p, full, far_hi, threads), 1)
+    # The sampled cut covers one set's pairs; with references the pass bins the whole grid.
+    cut = max(_upper_edge_index(p, full, far_hi, threads), 1) if p.reference is None else len(full) - 1
     for edges in ((full[:cut + 1], full) if cut + 1 < len(full) else (full,)):
         result = exact_pass(p, edges, per_class=False, memory_budget=memory_budget, progress=progress,
                             threads=threads, kernel=kernel, client=client)

@@ -63,18 +63,22 @@ class ClassCurves:
         return int(len(self.classes))
 
 
-def class_curves(hist: PairHistograms, class_sizes: np.ndarray, beta: float = 1.0) -> ClassCurves:
-    """Curves of every class with at least two members.
+def class_curves(hist: PairHistograms, class_sizes: np.ndarray, beta: float = 1.0,
+                 totals: tuple[np.ndarray, np.ndarray] | None = None) -> ClassCurves:
+    """Curves of every class with positive pairs (at least two members).
 
     TAR_c(t) = pos_accepted / |P_c|, TRR_c(t) = 1 - neg_accepted / |N_c|,
     U_c(t) = utility(TAR_c, TRR_c, beta). A class with no negatives (the only class) has TRR 1.
+    ``totals``: (|P_c|, |N_c|) of every class when they are not those of one set's sizes
+    (query/reference mode: PreparedEmbeddings.positive_totals and anchored_totals).
     """
     sizes = np.asarray(class_sizes, dtype=np.int64)
-    used = np.flatnonzero(sizes >= 2)
+    if totals is None:
+        totals = (sizes * (sizes - 1) // 2, sizes * (int(sizes.sum()) - sizes))
+    used = np.flatnonzero(totals[0] > 0)
     pos_acc = accepted_at_thresholds(hist.pos[used])
     neg_acc = accepted_at_thresholds(hist.neg[used])
-    n_pos = sizes[used] * (sizes[used] - 1) // 2
-    n_neg = sizes[used] * (int(sizes.sum()) - sizes[used])
+    n_pos, n_neg = totals[0][used], totals[1][used]
     tar = pos_acc / n_pos[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         trr = np.where(n_neg[:, None] > 0, 1.0 - neg_acc / np.maximum(n_neg, 1)[:, None], 1.0)

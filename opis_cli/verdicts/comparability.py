@@ -72,7 +72,8 @@ def _label_key(label) -> str:
 
 
 def evaluation_set_problems(baseline: dict, current: dict, names: tuple[str, str]) -> list[str]:
-    """Why two reports are not on the same evaluation set (empty list: they are)."""
+    """Why two reports are not on the same evaluation set (empty list: they are); in
+    query/reference mode the references too."""
     out = []
     for name, report in zip(names, (baseline, current)):
         if not report["input"].get("labels_sha256"):
@@ -95,7 +96,23 @@ def evaluation_set_problems(baseline: dict, current: dict, names: tuple[str, str
             out.append(f"evaluation sets differ: {len(changed)} class size(s) differ (e.g. {', '.join(changed[:3])})")
     if not out and baseline["input"]["labels_sha256"] != current["input"]["labels_sha256"]:
         out.append("evaluation sets differ (labels hash): the same classes and sizes, other label values or items")
-    return out
+    return out + _reference_problems(baseline, current, names)
+
+
+def _reference_problems(baseline: dict, current: dict, names: tuple[str, str]) -> list[str]:
+    """Query/reference mode: both reports must have references, and the same ones (size and
+    labels hash): the references are half of the evaluation set."""
+    refs = [r["input"].get("reference") for r in (baseline, current)]
+    if refs[0] is None and refs[1] is None:
+        return []
+    if refs[0] is None or refs[1] is None:
+        which = names[0] if refs[0] is not None else names[1]
+        return [f"only {which} was evaluated against references (--reference): a query/reference evaluation "
+                "and a single-set one count different pairs"]
+    if refs[0].get("n") != refs[1].get("n") or refs[0].get("labels_sha256") != refs[1].get("labels_sha256"):
+        return [f"reference sets differ: {refs[0].get('n', 0):,} references in {names[0]}, {refs[1].get('n', 0):,} in "
+                f"{names[1]} (or other labels): evaluate both against the same --reference"]
+    return []
 
 
 def compare_reports(baseline: dict, current: dict, *, names: tuple[str, str] = ("the baseline", "the current report"),
