@@ -32,6 +32,18 @@ def with_reference(queries: Dataset, reference: Dataset) -> Dataset:
     return replace(queries, labels=q, reference=ref, own_hash=queries.content_hash())
 
 
+def with_reference_file(dataset: Dataset, reference, reference_labels=None, *, embedding_col: str | None = None,
+                        label_col: str | None = None) -> Dataset:
+    """``dataset`` with the references loaded from ``reference`` (a file as any input, its column
+    names as the queries'; ``reference_labels``: labels of a .npy one); unchanged for None."""
+    if reference is None:
+        return dataset
+    from opis_cli.data.io import load_dataset
+
+    return with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
+                                                label_col=label_col, labels_option="--reference-labels"))
+
+
 def _kind(labels: Labels):
     return None if not labels.values else type(labels.values[0]).__name__
 

@@ -137,11 +137,9 @@ def evaluate_file(
     references of query/reference mode, with ``reference_labels`` for a .npy one)."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col,
                            group_col=group_col)
-    if reference is not None:
-        from opis_cli.data.reference import with_reference
+    from opis_cli.data.reference import with_reference_file
 
-        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
-                                                       label_col=label_col, labels_option="--reference-labels"))
+    dataset = with_reference_file(dataset, reference, reference_labels, embedding_col=embedding_col, label_col=label_col)
     return evaluate_dataset(dataset, config or EvalConfig(), memory_budget=memory_budget, threads=threads,
                             kernel=kernel, engine=index, approx=approx, max_exact_seconds=max_exact_seconds,
                             progress=progress, notify=notify, client=client, tar_at_far=tar_at_far)

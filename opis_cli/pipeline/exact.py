@@ -2,8 +2,9 @@
 the figures, as the fields of a Report (built once by the caller, with whatever it adds).
 
 The sweep carries per-class counts with Recall@k (ClassCounts), the group counts of --group-col
-(GroupCounts), the pooled anchors of the distributions plot (AnchorDistances) and any
-accumulator a command adds (``extra``: margins' pooled sums). Passes of their own remain only
+(GroupCounts), the pooled anchors of the distributions plot (AnchorDistances), the whole-span
+per-class counts of --eer (a second ClassCounts), the MAP@R buckets of --retrieval
+(RetrievalCounts) and any accumulator a command adds (``extra``: margins' pooled sums). Passes of their own remain only
 where their grid depends on a result: the FAR calibration, the --tar-at-far thresholds when the
 calibration pass did not reach them, and the few plotted classes' distributions (their sizes
 times N distances).
@@ -45,6 +46,8 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
     """Calibrate, sweep once, and compute every figure of an exact report (module docstring)."""
     config, p, dataset = prep.config, prep.embeddings, prep.dataset
     kernel = resolve_kernel(kernel)
+    if kernel == "numpy" and p.reference is not None:  # before any pass, not after the first
+        raise ConfigError("--kernel numpy (the reference path) evaluates one set only: drop it with --reference")
     cal = calibrate(prep, memory_budget=memory_budget, threads=threads, kernel=kernel, client=client,
                     progress=progress)
     passes = cal.passes + 1

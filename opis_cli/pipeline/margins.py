@@ -40,11 +40,9 @@ def margins_file(
     :func:`opis_cli.analyses.margins.margins_section` and docs/margins.md); ``reference``: the
     references of query/reference mode."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col)
-    if reference is not None:
-        from opis_cli.data.reference import with_reference
+    from opis_cli.data.reference import with_reference_file
 
-        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
-                                                       label_col=label_col, labels_option="--reference-labels"))
+    dataset = with_reference_file(dataset, reference, reference_labels, embedding_col=embedding_col, label_col=label_col)
     return margins_dataset(dataset, config or EvalConfig(), target_far=target_far, target_frr=target_frr,
                            margin_plus=margin_plus, margin_minus=margin_minus, lambda_plus=lambda_plus,
                            lambda_minus=lambda_minus, memory_budget=memory_budget, threads=threads,

@@ -60,11 +60,9 @@ def thresholds_file(
     references of query/reference mode) and run :func:`thresholds_dataset` (``options``: its
     keyword arguments). What ``opis thresholds`` calls."""
     dataset = load_dataset(path, labels=labels, embedding_col=embedding_col, label_col=label_col, group_col=group_col)
-    if reference is not None:
-        from opis_cli.data.reference import with_reference
+    from opis_cli.data.reference import with_reference_file
 
-        dataset = with_reference(dataset, load_dataset(reference, labels=reference_labels, embedding_col=embedding_col,
-                                                       label_col=label_col, labels_option="--reference-labels"))
+    dataset = with_reference_file(dataset, reference, reference_labels, embedding_col=embedding_col, label_col=label_col)
     dev_set = load_dataset(dev, labels=dev_labels, embedding_col=embedding_col, label_col=label_col,
                            labels_option="--dev-labels") if dev is not None else None
     return thresholds_dataset(dataset, config, dev=dev_set, **options)
