@@ -98,3 +98,20 @@ def test_cli_retrieval_and_refusal(sample_dir):
     assert "MAP@R / R-precision" in proc.stderr
     refused = run("evaluate", sample_dir / "model_b.parquet", "--retrieval", "--index", "hnsw", "--no-save")
     assert refused.returncode == 2 and "--retrieval needs the exact engine" in refused.stderr
+
+
+def test_compare_shows_map_at_r_and_eer_where_both_runs_have_them():
+    from opis_cli.report.runs import SavedRun
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(10), 8)
+    x = rng.normal(size=(10, 12))[y] + rng.normal(size=(80, 12))
+    a = opis_cli.evaluate(x, y, retrieval=True, eer=True)
+    b = opis_cli.evaluate(x + 0.8 * rng.normal(size=x.shape), y, retrieval=True, eer=True)
+    plain = opis_cli.evaluate(x, y)
+    result = opis_cli.compare_runs([SavedRun.from_report(r, n) for r, n in ((a, "a"), (b, "b"), (plain, "p"))])
+    assert result.deltas["b"]["map_at_r"]["delta"] == pytest.approx(b.retrieval.map_at_r - a.retrieval.map_at_r)
+    assert result.deltas["b"]["eer"]["delta"] == pytest.approx(float(b.eer.pooled.eer - a.eer.pooled.eer))
+    assert "map_at_r" not in result.deltas["p"]
+    rows = {row[0]: row[1:] for row in result.table()[1]}
+    assert rows["MAP@R"][2] == "-" and rows["EER (pooled)"][0] != "-"

@@ -40,11 +40,17 @@ class CompareResult:
     def ks(self) -> list[str]:
         return sorted({k for r in self.reports for k in r["metrics"].get("recall_at_k", {})}, key=int)
 
+    @property
+    def optional(self) -> list[tuple[str, str, None]]:
+        """The figures of --retrieval and --eer that any of the runs has (rows; '-' where absent)."""
+        return [(label, key, None) for label, key in OPTIONAL_FIGURES
+                if any(_metric(r, key) is not None for r in self.reports)]
+
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows of the side-by-side table."""
         header = ["", *self.names]
         figures = [("OPIS", "opis", None), ("eps-OPIS", "eps_opis", None),
-                   *[(f"Recall@{k}", "recall", k) for k in self.ks]]
+                   *[(f"Recall@{k}", "recall", k) for k in self.ks], *self.optional]
         rows = []
         for label, key, k in figures:
             rows.append([label, *[_cell(r, key, k) for r in self.reports]])
@@ -82,8 +88,18 @@ def _delta_key(key: str, k: str | None) -> str:
     return f"recall_at_k.{k}" if k is not None else key
 
 
+#: (row label, key) of the figures a run has only with --retrieval or --eer; compared where both
+#: runs have them (a plain difference: the class bootstrap does not resample them).
+OPTIONAL_FIGURES = (("MAP@R", "map_at_r"), ("R-precision", "r_precision"), ("EER (pooled)", "eer"))
+
+
+def _metric(r: dict, key: str) -> float | None:
+    value = r["metrics"].get(key)
+    return value.get("eer") if isinstance(value, dict) else value
+
+
 def _cell(r: dict, key: str, k: str | None) -> str:
-    value = r["metrics"].get("recall_at_k", {}).get(k) if k is not None else r["metrics"][key]
+    value = r["metrics"].get("recall_at_k", {}).get(k) if k is not None else _metric(r, key)
     if value is None:
         return "-"
     text = f"{value:.4g}"
@@ -162,6 +178,10 @@ def _deltas(ref, run) -> dict:
                 half = Z95 * math.hypot(*ses)
                 entry.update(interval=[b - a - half, b - a + half], method="unpaired")
         out[_delta_key(key, k)] = entry
+    for _, key in OPTIONAL_FIGURES:
+        a, b = _metric(ref.report, key), _metric(run.report, key)
+        if a is not None and b is not None:
+            out[key] = {"delta": b - a, "interval": None, "method": None}
     return out
 
 
