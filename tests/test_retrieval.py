@@ -115,3 +115,15 @@ def test_compare_shows_map_at_r_and_eer_where_both_runs_have_them():
     assert "map_at_r" not in result.deltas["p"]
     rows = {row[0]: row[1:] for row in result.table()[1]}
     assert rows["MAP@R"][2] == "-" and rows["EER (pooled)"][0] != "-"
+
+
+def test_retrieval_state_beyond_the_memory_budget_is_refused_before_any_pass():
+    from opis_cli.errors import ConfigError
+
+    # Two classes of 700: 2 x 700 x 699 (query, positive) pairs, 20 bytes each: ~19.6 MB > 16 MiB.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 700)
+    x = rng.normal(size=(1400, 4))
+    with pytest.raises(ConfigError, match="exact MAP@R over 1,400 queries .* more than --memory-budget"):
+        opis_cli.evaluate(x, y, retrieval=True, calib=(0.1, 0.9), memory_budget=1 << 20)
+    assert opis_cli.evaluate(x, y, retrieval=True, calib=(0.1, 0.9), memory_budget=64 << 20).retrieval.queries == 1400

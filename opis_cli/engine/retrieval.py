@@ -17,8 +17,9 @@ by distance, a positive's rank is 1 + (positives before it) + (negatives before 
 3. **Finish**: rank_i = i + 1 + (negatives in buckets 0..i), AP@R_q = (1/R_q) sum over positives
    with rank_i <= R_q of (i + 1) / rank_i, R-precision_q = #{i : rank_i <= R_q} / R_q.
 
-Memory: sorted positives (4 bytes) and buckets (8 bytes) per (query, positive): 12 x 2 |P| bytes
-plus 8 N, with per-thread column buckets per panel; checked before allocating. The positives'
+Memory: sorted positives (4 bytes), buckets (8 bytes) and finish temporaries (8 bytes) per
+(query, positive) pair, plus 24 N, with per-thread column buckets per panel; checked against
+--memory-budget before anything is allocated. The positives'
 distances come from their class's product and the negatives' from the sweep's panels: the same
 formula, but two matrix products may round a distance differently in the last float32 bit, so a
 negative within one rounding step of a positive may rank on either side of it.
@@ -63,10 +64,13 @@ def retrieval_bytes(p: PreparedEmbeddings) -> int:
     return int(BYTES_PER_POSITIVE * p.relevant_counts().sum() + 24 * p.n)
 
 
-def check_retrieval_memory(p: PreparedEmbeddings) -> None:
+def check_retrieval_memory(p: PreparedEmbeddings, memory_budget: int) -> None:
+    """Refuse (ConfigError) state beyond --memory-budget (16 MiB at least: a tiny library budget
+    only shrinks panels) or the machine: it grows with the sum of squared class sizes."""
     need = retrieval_bytes(p)
     require(need, what=f"exact MAP@R over {p.n:,} queries ({gib(need)} of sorted positives and counts)",
-            advice="drop --retrieval (its memory grows with the sum of squared class sizes)")
+            budget=max(memory_budget, 16 << 20),
+            advice="raise --memory-budget, or drop --retrieval (its memory grows with the sum of squared class sizes)")
 
 
 def positive_lists(p: PreparedEmbeddings, memory_budget: int) -> PositiveLists:
@@ -117,7 +121,7 @@ class RetrievalCounts(Accumulator):
         self.positives = positives
 
     def check_memory(self, p, n_threads, memory_budget) -> None:
-        check_retrieval_memory(p)
+        check_retrieval_memory(p, memory_budget)
         _, cols = panel_shape(p.n, memory_budget)
         coff = self.positives.coff
         widest = int((coff[np.minimum(np.arange(p.n) + cols, p.n)] - coff[:p.n]).max(initial=0)) if p.reference is None else 0

@@ -81,7 +81,7 @@ def run_exact(prep: Prepared, *, memory_budget: int, threads: int | None, kernel
         from opis_cli.engine.retrieval import RetrievalCounts, check_retrieval_memory, positive_lists
         from opis_cli.threads import thread_limit
 
-        check_retrieval_memory(p)
+        check_retrieval_memory(p, memory_budget)
         with thread_limit(threads):
             accs.append(RetrievalCounts(positive_lists(p, memory_budget)))
     accs.extend(extra)
