@@ -112,7 +112,10 @@ def test_markdown_format():
     out = run("evaluate", SAMPLE / "model_a.parquet", "--calib", "0.6:0.85", "--no-save", "--format", "markdown",
               check_code=0).stdout
     assert out.startswith("### opis-cli evaluation")
-    assert "| OPIS |" in out and "| label | size |" in out
+    assert "| OPIS |" in out and "| label | size | mean utility | OPIS contribution | share of OPIS |" in out
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in out.splitlines()
+              if line.startswith("| sp-")]
+    assert len(shares) == 10 and all(0 < v <= 100 for v in shares)
 
 
 def _write_parquet(path, x, labels):

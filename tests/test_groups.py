@@ -94,6 +94,10 @@ def test_cli_group_col(tmp_path):
     assert report["groups"]["column"] == "region" and report["groups"]["groups_used"] == 5
     assert "groups (region)" in proc.stderr  # the table goes to stderr beside JSON on stdout
     assert "at hi (0.9): FAR max/min" in proc.stderr
+    md = run("evaluate", tmp_path / "d.parquet", "--group-col", "region", "--calib", "0.3:0.9", "--no-save",
+             "--format", "markdown", check_code=0).stdout
+    assert "**Groups** (region): OPIS" in md and "- at hi (0.9): FAR max/min" in md
+    assert md.count("| north |") + md.count("| south |") + md.count("| east |") >= 1
     proc = run("evaluate", tmp_path / "d.parquet", "--group-col", "nope", "--no-save")
     assert proc.returncode == 2 and "no column 'nope' for --group-col" in proc.stderr
 

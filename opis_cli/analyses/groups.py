@@ -81,3 +81,14 @@ def disparity(far: np.ndarray, frr: np.ndarray, names: list) -> dict:
                     "min": {"group": names[lo], "value": float(rates[lo])},
                     "max": {"group": names[hi], "value": float(rates[hi])}}
     return out
+
+
+def disparity_text(d: dict) -> str:
+    """'FAR max/min 3.2x (difference 0.0041, highest north), FRR ...' for one entry of
+    :func:`disparity` (plain text; max/min is 1 / ratio, inf when a group's rate is 0)."""
+    parts = []
+    for key in ("far", "frr"):
+        e = d[key]
+        ratio = "inf" if e["ratio"] == 0 else f"{1 / e['ratio']:.3g}"
+        parts.append(f"{key.upper()} max/min {ratio}x (difference {e['difference']:.3g}, highest {e['max']['group']})")
+    return ", ".join(parts)

@@ -87,14 +87,10 @@ def groups_table(section: dict, top: int = 10) -> Table:
 
 
 def disparity_text(d: dict) -> str:
-    """'FAR max/min 3.2x (difference 0.0041), FRR ...' for one threshold's group disparity."""
-    parts = []
-    for key in ("far", "frr"):
-        e = d[key]
-        ratio = "inf" if e["ratio"] == 0 else f"{1 / e['ratio']:.3g}"
-        parts.append(f"{key.upper()} max/min {ratio}x (difference {e['difference']:.3g}, highest "
-                     f"{escape(str(e['max']['group']))})")
-    return ", ".join(parts)
+    """One threshold's group disparity, escaped for rich (analyses.groups.disparity_text)."""
+    from opis_cli.analyses.groups import disparity_text as plain
+
+    return escape(plain(d))
 
 
 def print_report(report: Report, console: Console, worst: int = 10) -> None:

@@ -31,10 +31,14 @@ def format_of(out: Path) -> str:
 
 
 def save_figure(plt, fig, out: Path, fmt: str, dpi: int) -> Path:
-    """Write ``fig`` atomically (no half-written image for a reader) and close it."""
+    """Write ``fig`` atomically (no half-written image for a reader) and close it; the same
+    figure gives the same bytes in every format."""
     try:
-        atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
-                                                metadata=_metadata(fmt)))
+        # A fixed salt: matplotlib otherwise names SVG clip paths and glyphs with random ids, and
+        # two identical runs would give two different files.
+        with plt.rc_context({"svg.hashsalt": "opis-cli"}):
+            atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
+                                                    metadata=_metadata(fmt)))
     finally:
         plt.close(fig)
     return out

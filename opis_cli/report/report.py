@@ -261,11 +261,30 @@ class Report:
         lines = ["### opis-cli evaluation", "", "| | |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in self.summary_rows()]
         lines += ["", f"**Worst classes** (lowest mean utility, {worst} shown)", "",
-                  "| label | size | mean utility | OPIS contribution |", "|---|---:|---:|---:|"]
+                  "| label | size | mean utility | OPIS contribution | share of OPIS |", "|---|---:|---:|---:|---:|"]
         for row in self.worst_classes(worst):
+            share = row["opis_contribution"] / self.opis if self.opis > 0 else 0.0
             lines.append(f"| {md_escape(row['label'])} | {row['size']} | {row['mean_utility']:.4f} | "
-                         f"{row['opis_contribution']:.3g} |")
+                         f"{row['opis_contribution']:.3g} | {share:.1%} |")
+        if self.groups is not None:
+            lines += ["", self._groups_markdown(worst)]
         return "\n".join(lines) + "\n"
+
+    def _groups_markdown(self, worst: int) -> str:
+        """The groups section (--group-col): OPIS and eps-OPIS across groups, the disparity of
+        their FAR and FRR, the groups with the lowest mean utility."""
+        from opis_cli.analyses.groups import disparity_text
+
+        g = self.groups
+        eps = "-" if g["eps_opis"] is None else f"{g['eps_opis']:.6g}"
+        head = [f"**Groups** ({md_escape(g['column'])}): OPIS {g['opis']:.6g}, eps-OPIS {eps} over "
+                f"{g['groups_used']} of {g['groups']} groups", ""]
+        head += [f"- at {d['at']} ({d['threshold']:.4g}): {md_escape(disparity_text(d))}" for d in g.get("disparity", [])]
+        rows = sorted(g["rows"], key=lambda r: r["mean_utility"])[:max(worst, 1)]
+        table = md_table(["group", "positive pairs", "negative pairs", "mean utility", "OPIS contribution"],
+                         [[str(r["group"]), f"{r['positive_pairs']:,}", f"{r['negative_pairs']:,}",
+                           f"{r['mean_utility']:.4f}", f"{r['opis_contribution']:.3g}"] for r in rows])
+        return "\n".join(head) + "\n\n" + table.rstrip("\n")
 
     def __str__(self) -> str:
         width = max(len(name) for name, _ in self.summary_rows())
