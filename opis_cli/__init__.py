@@ -14,6 +14,7 @@ Library entry points (everything the CLI does)::
     result = opis_cli.run_gate(opis_cli.load_run("new"), opis_cli.load_run("base"), opis_cli.GateOptions(...))
     opis_cli.compare_runs([opis_cli.load_run(a), opis_cli.load_run(b)])   # opis compare
     opis_cli.plot_runs([opis_cli.load_run(a)], "curves.png")             # opis plot
+    opis_cli.write_report_page([opis_cli.load_run(a)], "report.html")    # opis report
 
 Heavy modules are imported on first use, so ``import opis_cli`` (and ``opis --help``) stay fast.
 """
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = ["evaluate", "evaluate_file", "run_evaluate", "EvaluateRequest", "evaluate_dataset", "margins_file", "recommend_margins", "MarginAdvice",
            "thresholds_file", "bootstrap_report", "run_gate", "GateOptions", "compare_runs", "plot_runs",
-           "load_dataset", "load_run", "save_run", "EvalConfig", "Report", "OpisError", "__version__"]
+           "write_report_page", "load_dataset", "load_run", "save_run", "EvalConfig", "Report", "OpisError", "__version__"]
 
 _LAZY = {
     "evaluate": "pipeline.evaluation",
@@ -40,6 +41,7 @@ _LAZY = {
     "GateOptions": "verdicts.gate",
     "compare_runs": "verdicts.compare",
     "plot_runs": "report.plot",
+    "write_report_page": "pages.html_report",
     "load_run": "report.runs",
     "MarginAdvice": "pipeline.margin_advice",
     "load_dataset": "data.io",

@@ -24,7 +24,8 @@ LOWER = {
     "report": {"core", "data", "engine", "statistics", "analyses"},
     "pipeline": {"core", "data", "engine", "statistics", "analyses", "report"},
     "verdicts": {"core", "data", "statistics", "report"},
-    "cli": {"core", "data", "engine", "statistics", "analyses", "report", "pipeline", "verdicts"},
+    "pages": {"core", "data", "statistics", "analyses", "report", "verdicts"},
+    "cli": {"core", "data", "engine", "statistics", "analyses", "report", "pipeline", "verdicts", "pages"},
 }
 MAX_MODULE_LINES = 450
 MAX_CLI_FUNCTION_LINES = 80

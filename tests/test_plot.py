@@ -125,3 +125,92 @@ def test_curves_of_a_run_without_pooled_rows(runs, tmp_path):
     pq.write_table(table.filter(pc.not_equal(table.column("curve"), "pooled")), old / "curves.parquet")
     run("plot", old, "--out", tmp_path / "c.png", check_code=0)
     _image(tmp_path / "c.png", ".png")
+
+
+def test_distributions_show_every_positive_pair(runs):
+    # The x range holds the whole positive tail (the hard positives are the point of the plot).
+    import numpy as np
+
+    import opis_cli
+    from opis_cli.report.plot import _draw
+
+    run_ = opis_cli.load_run(runs / ".opis/runs/model_b")
+    plt, fig = _draw([run_], "distributions", 80, None)
+    d = run_.distributions
+    try:
+        panels = [ax for ax in fig.axes if ax.patches]
+        assert len(panels) == len(d.scopes)
+        for ax, s in zip(panels, range(len(d.scopes))):
+            nz = np.flatnonzero(d.pos[s])
+            x0, x1 = ax.get_xlim()
+            assert x0 <= d.edges[nz[0]] and x1 >= d.edges[nz[-1] + 1], (d.scopes[s], x0, x1)
+    finally:
+        plt.close(fig)
+
+
+def _boxes(fig, artists):
+    renderer = fig.canvas.get_renderer()
+    return [tuple(a.get_window_extent(renderer).extents) for a in artists]
+
+
+def test_labels_legends_and_ticks_do_not_collide(runs):
+    # Pareto: nearby runs' names neither overprint nor leave the axes; compare: the worst classes'
+    # labels right of each frame, the legend below the axes; operating points: tick labels apart.
+    import copy
+
+    import numpy as np
+
+    import opis_cli
+    from opis_cli.report.plot import _draw, operating_points_figure
+    from opis_cli.report.plot_labels import overlapping_pairs
+
+    base = opis_cli.load_run(runs / ".opis/runs/model_a")
+    near = []
+    for i in range(6):
+        r = copy.copy(base)
+        r.report = copy.deepcopy(base.report)
+        r.report["metrics"]["opis"] *= 1 + 0.01 * i
+        r.name = f"model-a-variant-{i}"
+        near.append(r)
+    plt, fig = _draw(near + [opis_cli.load_run(runs / ".opis/runs/model_b")], "pareto", 80, None)
+    try:
+        ax = fig.axes[0]
+        labels = [t for t in ax.texts if t.get_text()]
+        boxes = _boxes(fig, labels)
+        frame = ax.get_window_extent(fig.canvas.get_renderer()).extents
+        assert len(labels) == 7 and not overlapping_pairs(boxes)
+        assert all(b[0] >= frame[0] and b[2] <= frame[2] and b[1] >= frame[1] and b[3] <= frame[3] for b in boxes)
+    finally:
+        plt.close(fig)
+
+    plt, fig = _draw([base, opis_cli.load_run(runs / ".opis/runs/model_b")], "compare", 80, None)
+    try:
+        renderer = fig.canvas.get_renderer()
+        panels = [ax for ax in fig.axes if ax.collections]  # the two curve panels (not their FAR twins)
+        assert len(panels) == 2
+        for k, ax in enumerate(panels):
+            frame = ax.get_window_extent(renderer)
+            names = [t for t in ax.texts if t.get_text() and "OPIS" not in t.get_text()]
+            assert names
+            for b in _boxes(fig, names):
+                assert b[0] >= frame.x1  # right of the frame, not across it
+                if k + 1 < len(panels):
+                    assert b[2] <= panels[k + 1].get_window_extent(renderer).x0  # and short of the next panel
+        legend = panels[0].get_legend()
+        assert legend is not None and legend.get_window_extent(renderer).y1 <= panels[0].get_window_extent(renderer).y0
+    finally:
+        plt.close(fig)
+
+    for fars in (np.geomspace(1e-6, 0.2, 30), np.linspace(8e-4, 1.3e-3, 30), np.geomspace(2e-4, 3e-2, 30)):
+        report = {"classes": [{"label": f"c{i}", "far": float(f), "frr": 0.1, "size": 5} for i, f in enumerate(fars)],
+                  "threshold": {"value": 0.5, "chosen_on": "given"}, "pooled": {"far": 1e-3, "frr": 0.1},
+                  "worst_by_utility": ["c0", "c1", "c2"]}
+        plt, fig = operating_points_figure(report)
+        try:
+            fig.canvas.draw()
+            ticks = [t for t in fig.axes[0].get_xticklabels() if t.get_text() and t.get_visible()]
+            assert len(ticks) >= 2 and not overlapping_pairs(_boxes(fig, ticks)), [t.get_text() for t in ticks]
+            names = [t for t in fig.axes[0].texts if t.get_text()]
+            assert len(names) == 3 and not overlapping_pairs(_boxes(fig, names))
+        finally:
+            plt.close(fig)

@@ -1,7 +1,7 @@
 """The ``opis`` command line: parse options, make one library call, render.
 
 This module is the typer ``app``: the root callback (``--version``), the commands registered
-from their modules (evaluate, gate, compare, margins, thresholds, plot) and :func:`main`, the
+from their modules (evaluate, gate, compare, margins, thresholds, plot, report) and :func:`main`, the
 console-script entry point. Every command maps its options onto a library call inside
 :func:`opis_cli.cli.common.exit_on_errors`, the one mapping of errors to exit codes: user
 mistakes arrive as OpisError and leave as one line on stderr with exit code 2.
@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from opis_cli import __version__
-from opis_cli.cli import evaluate, gate, margins, plot, thresholds
+from opis_cli.cli import evaluate, gate, margins, plot, report_page, thresholds
 from opis_cli.cli.common import EXIT_USAGE, Terminated, _bug, _fail, _interrupted
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command(epilog=gate.COMPARE_EPILOG)(gate.compare)
 app.command(epilog=margins.EPILOG)(margins.margins)
 app.command(epilog=thresholds.EPILOG)(thresholds.thresholds)
 app.command(epilog=plot.EPILOG)(plot.plot)
+app.command(epilog=report_page.EPILOG)(report_page.report)
 
 
 def _version(value: bool) -> None:

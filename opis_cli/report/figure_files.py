@@ -38,13 +38,13 @@ def save_figure(plt, fig, out: Path, fmt: str, dpi: int) -> Path:
         # two identical runs would give two different files.
         with plt.rc_context({"svg.hashsalt": "opis-cli"}):
             atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
-                                                    metadata=_metadata(fmt)))
+                                                    metadata=metadata(fmt)))
     finally:
         plt.close(fig)
     return out
 
 
-def _metadata(fmt: str) -> dict:
+def metadata(fmt: str) -> dict:
     # No creation dates: the same run gives the same file.
     if fmt == "png":
         return {"Software": "opis-cli"}

@@ -27,7 +27,7 @@ import numpy as np
 
 from opis_cli.errors import ConfigError, InputError
 from opis_cli.report.figure_files import (CLASS_COLOUR, MEAN_COLOUR, NEG_COLOUR, POS_COLOUR, RANGE_COLOUR,
-                                          WORST_COLOUR, check_dpi, format_of, save_figure, short_label)
+                                          WORST_COLOUR, check_dpi, format_of, metadata, save_figure, short_label)
 from opis_cli.report.runs import SavedRun
 
 KINDS = ("curves", "compare", "pareto", "distributions", "roc", "det")
@@ -39,6 +39,27 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
     """Draw ``kind`` for ``runs`` and write it atomically to ``out`` (format from its extension)."""
     out = Path(out)
     fmt = format_of(out)
+    plt, fig = _draw(runs, kind, dpi, title)
+    return save_figure(plt, fig, out, fmt, dpi)
+
+
+def figure_bytes(runs: list[SavedRun], kind: str, fmt: str, *, dpi: int = 110, title: str | None = None) -> bytes:
+    """The figure ``plot_runs`` would write, as the bytes of a ``fmt`` file ("svg" or "png"),
+    for pages that inline it (report/html_page.py)."""
+    import io
+
+    plt, fig = _draw(runs, kind, dpi, title)
+    buf = io.BytesIO()
+    try:
+        with plt.rc_context({"svg.hashsalt": "opis-cli"}):
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata(fmt))
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def _draw(runs: list[SavedRun], kind: str, dpi: int, title: str | None):
+    """(pyplot, figure) of ``kind`` for ``runs``, after the checks every kind shares."""
     if kind not in KINDS:
         raise ConfigError(f"unknown plot kind {kind!r}; choose {', '.join(KINDS)}")
     if not runs:
@@ -57,10 +78,10 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
     if kind in ("roc", "det"):
         from opis_cli.report.plot_rates import rates_figure
 
-        return save_figure(plt, rates_figure(plt, runs, title, kind), out, fmt, dpi)
+        return plt, rates_figure(plt, runs, title, kind)
     draw = {"curves": _curves_figure, "compare": _compare_figure, "pareto": _pareto_figure,
             "distributions": _distributions_figure}[kind]
-    return save_figure(plt, draw(plt, runs, title), out, fmt, dpi)
+    return plt, draw(plt, runs, title)
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -108,8 +129,10 @@ def _draw_curves(ax, run: SavedRun, *, legend: bool = True) -> None:
                                          linewidths=max(width, 0.9), label=f"ε-worst ({int(worst.sum()):,})"))
     ax.plot(grid, run.mean_curve, color=MEAN_COLOUR, lw=2.4, label="mean", zorder=5)
     for i, y in zip(labelled, _spread([float(utility[i, -1]) for i in labelled], gap=0.035)):
-        ax.annotate(short_label(run.labels[i]), (grid[-1], utility[i, -1]), xytext=(grid[-1] + pad * 0.3, y),
-                    textcoords="data", fontsize=7, color=WORST_COLOUR, va="center", annotation_clip=False)
+        # Outside the frame, on the right: inside, the frame line would cross the label.
+        ax.annotate(short_label(run.labels[i]), (1.0, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", fontsize=7, color=WORST_COLOUR, va="center", ha="left",
+                    annotation_clip=False)
     ax.set_xlim(lo - pad, hi + pad)
     if run.pooled_far is not None:
         _far_axis(ax, grid, run.pooled_far)
@@ -120,8 +143,8 @@ def _draw_curves(ax, run: SavedRun, *, legend: bool = True) -> None:
     m = run.report["metrics"]
     ax.text(0.02, 0.03, _figures_text(m), transform=ax.transAxes, fontsize=8, va="bottom",
             bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="#bbbbbb", alpha=0.9))
-    if legend:
-        ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9)
+    if legend:  # below the axes: inside, the lower right corner is where the worst curves run
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, fontsize=7, frameon=False)
 
 
 def _far_axis(ax, grid: np.ndarray, pooled_far: np.ndarray) -> None:
@@ -167,8 +190,9 @@ def _compare_figure(plt, runs, title):
         _need_curves(run)
     cols = min(len(runs), 3)
     rows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), sharex=True, sharey=True,
-                             squeeze=False)
+    # Room between panels for the worst classes' labels right of each frame.
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.4 * rows), sharex=True, sharey=True,
+                             squeeze=False, gridspec_kw={"wspace": 0.32, "hspace": 0.45})
     for ax, run in zip(axes.flat, runs):
         _draw_curves(ax, run, legend=ax is axes.flat[0])
         ax.set_title(run.name, fontsize=10)
@@ -184,7 +208,10 @@ def _compare_figure(plt, runs, title):
 
 # ---------------------------------------------------------------------------------- pareto
 def _pareto_figure(plt, runs, title):
+    from opis_cli.report.plot_labels import place_labels
+
     fig, ax = plt.subplots(figsize=(6.5, 5))
+    xs, ys = [], []
     for run in runs:
         m = run.report["metrics"]
         r1 = m.get("recall_at_k", {}).get("1")
@@ -196,12 +223,15 @@ def _pareto_figure(plt, runs, title):
             lo, hi = err["interval"]
             ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor="#777777", capsize=3)
         ax.scatter([x], [y], s=46, color=CLASS_COLOUR, edgecolor="white", zorder=3)
-        ax.annotate(short_label(run.name, 30), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        xs.append(x)
+        ys.append(y)
     ax.set_xlabel("recognition error (1 - Recall@1)")
     ax.set_ylabel("OPIS (lower: more threshold-consistent)")
     ax.grid(alpha=0.25, lw=0.5)
     ax.margins(0.15)
     ax.set_title(title or "Accuracy vs threshold consistency", fontsize=11)
+    # Labels last, once the limits are final: nearby runs get labels that do not overprint.
+    place_labels(ax, xs, ys, [short_label(run.name, 30) for run in runs])
     return fig
 
 
@@ -231,6 +261,12 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     out = Path(out)
     fmt = format_of(out)
     check_dpi(dpi)
+    plt, fig = operating_points_figure(report, title)
+    return save_figure(plt, fig, out, fmt, dpi)
+
+
+def operating_points_figure(report: dict, title: str | None = None):
+    """(pyplot, figure) of :func:`plot_operating_points` (the page and the tests draw it too)."""
     try:
         classes = report["classes"]
         far = np.array([c["far"] for c in classes], float)
@@ -252,11 +288,9 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     ax.scatter(shown, frr, s=area, color=CLASS_COLOUR, alpha=min(0.8, max(0.15, 30 / len(classes) ** 0.5)),
                edgecolor="white", linewidth=0.4, label=f"class ({len(classes)}; area ~ size)")
     labels = [c["label"] for c in classes]
-    for lab in worst:
-        i = labels.index(lab)
+    rows = [labels.index(lab) for lab in worst]
+    for i in rows:
         ax.scatter([shown[i]], [frr[i]], s=area[i], color=WORST_COLOUR, edgecolor="white", zorder=3)
-        ax.annotate(short_label(str(lab), 18), (shown[i], frr[i]), xytext=(5, 3), textcoords="offset points",
-                    fontsize=7, color=WORST_COLOUR)
     ax.scatter([max(pooled["far"], floor)], [pooled["frr"]], marker="X", s=110, color=MEAN_COLOUR, zorder=4,
                label=f"pooled (FAR {pooled['far']:.3g}, FRR {pooled['frr']:.3g})")
     ax.set_xscale("log")
@@ -266,10 +300,28 @@ def plot_operating_points(report: dict, out: str | Path, *, dpi: int = 150, titl
     ax.grid(alpha=0.25, lw=0.5, which="both")
     # Below the axes: inside, it would cover classes (any corner can hold some).
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    _log_ticks(ax)
+    from opis_cli.report.plot_labels import place_labels
+
+    place_labels(ax, shown[rows], frr[rows], [short_label(str(labels[i]), 18) for i in rows], fontsize=7,
+                 color=WORST_COLOUR)
     how = {"given": "given", "dev": "chosen on dev", "input": "chosen on this set"}.get(report["threshold"].get(
         "chosen_on"), "")
     ax.set_title(title or f"Operating points at threshold {t:.4f} ({how})", fontsize=11)
-    return save_figure(plt, fig, out, fmt, dpi)
+    return plt, fig
+
+
+def _log_ticks(ax) -> None:
+    """Labelled ticks on a log x axis that never collide: 1, 2, 5 per decade over a narrow span,
+    powers of ten alone over a wide one; minor ticks unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    decades = np.log10(hi / lo) if lo > 0 else 10.0
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------------------- distributions
@@ -292,11 +344,21 @@ def _density(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _span(dist, quantile: float = 0.001) -> tuple[float, float]:
-    both = (dist.pos + dist.neg).sum(axis=0)
-    cum = np.cumsum(both) / max(1, both.sum())
-    lo = dist.edges[int(np.searchsorted(cum, quantile))]
-    hi = dist.edges[min(len(dist.edges) - 1, int(np.searchsorted(cum, 1 - quantile)) + 1)]
-    return float(lo), float(hi)
+    """The x range of the distributions plot: every positive pair (all of them: the hard ones in
+    the tail are the point) and the negatives but for a ``quantile`` at each end (a few far
+    outliers would squeeze the rest)."""
+    edges = dist.edges
+    pos, neg = dist.pos.sum(axis=0), dist.neg.sum(axis=0)
+    lo, hi = [], []
+    present = np.flatnonzero(pos)
+    if present.size:
+        lo.append(edges[present[0]])
+        hi.append(edges[present[-1] + 1])
+    if neg.sum():
+        cum = np.cumsum(neg) / neg.sum()
+        lo.append(edges[int(np.searchsorted(cum, quantile))])
+        hi.append(edges[min(len(edges) - 1, int(np.searchsorted(cum, 1 - quantile)) + 1)])
+    return (float(min(lo)), float(max(hi))) if lo else (float(edges[0]), float(edges[-1]))
 
 
 def _margin_lines(run: SavedRun) -> list[tuple[str, float]]:
