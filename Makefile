@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/opis plot --kind det --out .opis/demo-det.png
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/generate.py
