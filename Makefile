@@ -24,6 +24,7 @@ demo: $(STAMP)
 		--title "Sample data: model A vs model B" --out .opis/demo-compare.png
 	$(BIN)/opis plot --kind distributions --out .opis/demo-distributions.png
 	$(BIN)/opis plot --kind det --out .opis/demo-det.png
+	$(BIN)/opis report .opis/runs/demo-model-a-$(NOW) .opis/runs/demo-model-b-$(NOW) --out .opis/demo-report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
