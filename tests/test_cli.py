@@ -236,3 +236,16 @@ def test_labels_reach_the_terminal_inert(tmp_path):
               "--epsilon", "0.75", cwd=tmp_path, check_code=0).stdout
     assert "\x1b" not in out and "\\x1b[2Jclear" in out
     assert "[bold red]x[/]" in out and "two\\nlines" in out
+
+
+def saved_run(cwd, input, name, *, labels=None, calib=None, bootstrap=0, **config):
+    """What ``opis evaluate INPUT --name NAME [--labels] [--calib LO:HI] [--bootstrap B] -q`` saves
+    under ``cwd/.opis``, made in this process by the same library call the command makes
+    (run_evaluate; tests/test_cli_layout.py checks they agree): fixtures that only need runs to
+    exist skip a process start each."""
+    from opis_cli.config import EvalConfig
+    from opis_cli.pipeline.evaluate_command import EvaluateRequest, run_evaluate
+
+    request = EvaluateRequest(input=input, labels=labels, config=EvalConfig(calib=calib, **config),
+                              bootstrap=bootstrap, name=name, out_dir=Path(cwd) / ".opis")
+    return run_evaluate(request).run_dir

@@ -23,7 +23,7 @@ from opis_cli.errors import ConfigError, InputError
 from opis_cli.verdicts.gate import GateOptions, Limit, parse_limit, parse_recall_limit, run_gate
 from opis_cli.statistics.metrics import opis
 from opis_cli.report.report import SCHEMA_VERSION
-from test_cli import SAMPLE, assert_user_error, run
+from test_cli import SAMPLE, assert_user_error, run, saved_run
 
 CALIB = "0.6:0.85"  # a pinned range (same model, new data)
 
@@ -44,23 +44,21 @@ def planted_regression(path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    # The runs are made in this process (saved_run: opis evaluate's own library call); the gate
+    # under test runs through the CLI.
     cwd = tmp_path_factory.mktemp("gate")
     planted = planted_regression(cwd / "planted.npy")
+    pinned = tuple(float(v) for v in CALIB.split(":"))
     for model in ("model_a", "model_b"):
-        run("evaluate", SAMPLE / f"{model}.parquet", "--calib", CALIB, "--bootstrap", "300", "--name", model, "-q",
-            cwd=cwd, check_code=0)
-        run("evaluate", SAMPLE / f"{model}.parquet", "--calib-far", "0.001:0.1", "--name", f"{model}_far", "-q",
-            cwd=cwd, check_code=0)
+        saved_run(cwd, SAMPLE / f"{model}.parquet", model, calib=pinned, bootstrap=300)
+        saved_run(cwd, SAMPLE / f"{model}.parquet", f"{model}_far")
     a_far = json.loads((cwd / ".opis/runs/model_a_far/report.json").read_text())["calibration"]
-    a_range = f"{a_far['lo']}:{a_far['hi']}"
+    a_range = (a_far["lo"], a_far["hi"])
     labels = SAMPLE / "labels.npy"
-    run("evaluate", SAMPLE / "model_a.npy", "--labels", labels, "--calib", a_range, "--name", "a_pinned", "-q",
-        cwd=cwd, check_code=0)
-    run("evaluate", planted, "--labels", labels, "--calib", a_range, "--name", "planted_pinned", "-q", cwd=cwd,
-        check_code=0)
-    run("evaluate", planted, "--labels", labels, "--calib-far", "0.001:0.1", "--name", "planted_far", "-q", cwd=cwd,
-        check_code=0)
-    run("evaluate", SAMPLE / "model_a.parquet", "--name", "far_range", "-q", cwd=cwd, check_code=0)
+    saved_run(cwd, SAMPLE / "model_a.npy", "a_pinned", labels=labels, calib=a_range)
+    saved_run(cwd, planted, "planted_pinned", labels=labels, calib=a_range)
+    saved_run(cwd, planted, "planted_far", labels=labels)
+    saved_run(cwd, SAMPLE / "model_a.parquet", "far_range")
     return cwd
 
 

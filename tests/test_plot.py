@@ -7,16 +7,16 @@ import json
 
 import pytest
 
-from test_cli import SAMPLE, assert_user_error, run
+from test_cli import SAMPLE, assert_user_error, run, saved_run
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF", ".svg": b"<?xml"}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("plots")
-    for model, extra in (("model_a", []), ("model_b", ["--eer"])):
-        run("evaluate", SAMPLE / f"{model}.parquet", "--name", model, "-q", *extra, cwd=cwd, check_code=0)
+    cwd = tmp_path_factory.mktemp("plots")  # runs made in-process (saved_run); the plots through the CLI
+    saved_run(cwd, SAMPLE / "model_a.parquet", "model_a")
+    saved_run(cwd, SAMPLE / "model_b.parquet", "model_b", eer=True)
     return cwd
 
 

@@ -16,7 +16,7 @@ import opis_cli
 from opis_cli.pages.html_report import SVG_MAX_CLASSES, report_page
 from opis_cli.report.runs import SavedRun
 
-from test_cli import SAMPLE, assert_user_error, run
+from test_cli import SAMPLE, assert_user_error, run, saved_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: chromium)")
@@ -25,11 +25,10 @@ needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium i
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("page")
-    pinned = ("--calib", "0.6:0.85")  # no calibration pass: the page is under test, not the range
-    run("evaluate", SAMPLE / "model_a.parquet", "--name", "a", "-q", "--bootstrap", "50", *pinned, cwd=cwd,
-        check_code=0)
-    run("evaluate", SAMPLE / "model_b.parquet", "--name", "b", "-q", "--eer", "--retrieval", *pinned, cwd=cwd,
-        check_code=0)
+    # Runs made in-process (saved_run: the command's own library call), on a pinned range (no
+    # calibration pass): the page is under test, through the CLI.
+    saved_run(cwd, SAMPLE / "model_a.parquet", "a", calib=(0.6, 0.85), bootstrap=50)
+    saved_run(cwd, SAMPLE / "model_b.parquet", "b", calib=(0.6, 0.85), eer=True, retrieval=True)
     run("report", ".opis/runs/a", ".opis/runs/b", "--out", "two.html", cwd=cwd, check_code=0)
     return cwd
 
