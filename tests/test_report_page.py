@@ -56,7 +56,7 @@ def test_page_is_self_contained_complete_and_reproducible(runs):
     last = run("report", "--out", "last.html", cwd=runs, check_code=0)
     again = run("report", ".opis/runs/b", "--out", "again.html", cwd=runs, check_code=0)
     assert "wrote" in last.stderr and "wrote" in again.stderr and "<h2>b</h2>" in (runs / "last.html").read_text()
-    assert (runs / "again.html").read_bytes() == (runs / "last.html").read_bytes()
+    assert (runs / "again.html").read_bytes() == (runs / "last.html").read_bytes()  # two processes, same bytes
     direct = opis_cli.write_report_page([opis_cli.load_run(runs / ".opis/runs/b")], runs / "direct.html")
 
     def without_figures(path):

@@ -106,12 +106,12 @@ def tighten_cutoffs(counts, coff, poff, pos, cut, a, b):
             cut[k] = _tightened(counts, coff[k], pos, poff[k], poff[k + 1], cut[k])
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)  # serial: a class block is small, and a parallel kernel compiles slowly
 def pair_distances(g, metric, rsq, csq, out):
     """out = the kernels' own distance of every inner product in ``g`` (so positives computed
     here are on the same formula as the sweep's pairs)."""
     m, n = g.shape
-    for i in prange(m):
+    for i in range(m):
         for j in range(n):
             out[i, j] = _distance(g[i, j], metric, rsq[i], csq[j])
 
