@@ -33,15 +33,27 @@ def format_of(out: Path) -> str:
 def save_figure(plt, fig, out: Path, fmt: str, dpi: int) -> Path:
     """Write ``fig`` atomically (no half-written image for a reader) and close it; the same
     figure gives the same bytes in every format."""
+    atomic_write(out, lambda p: _render(plt, fig, p, fmt, dpi))
+    return out
+
+
+def figure_data(plt, fig, fmt: str, dpi: int) -> bytes:
+    """``fig`` as the bytes of a ``fmt`` file (for pages that inline it), closed after."""
+    import io
+
+    buf = io.BytesIO()
+    _render(plt, fig, buf, fmt, dpi)
+    return buf.getvalue()
+
+
+def _render(plt, fig, target, fmt: str, dpi: int) -> None:
     try:
         # A fixed salt: matplotlib otherwise names SVG clip paths and glyphs with random ids, and
         # two identical runs would give two different files.
         with plt.rc_context({"svg.hashsalt": "opis-cli"}):
-            atomic_write(out, lambda p: fig.savefig(p, format=fmt, dpi=dpi, bbox_inches="tight",
-                                                    metadata=metadata(fmt)))
+            fig.savefig(target, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata(fmt))
     finally:
         plt.close(fig)
-    return out
 
 
 def metadata(fmt: str) -> dict:

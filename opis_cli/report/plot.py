@@ -27,7 +27,7 @@ import numpy as np
 
 from opis_cli.errors import ConfigError, InputError
 from opis_cli.report.figure_files import (CLASS_COLOUR, MEAN_COLOUR, NEG_COLOUR, POS_COLOUR, RANGE_COLOUR,
-                                          WORST_COLOUR, check_dpi, format_of, metadata, save_figure, short_label)
+                                          WORST_COLOUR, check_dpi, figure_data, format_of, save_figure, short_label)
 from opis_cli.report.runs import SavedRun
 
 KINDS = ("curves", "compare", "pareto", "distributions", "roc", "det")
@@ -45,17 +45,9 @@ def plot_runs(runs: list[SavedRun], out: str | Path, *, kind: str = "curves", dp
 
 def figure_bytes(runs: list[SavedRun], kind: str, fmt: str, *, dpi: int = 110, title: str | None = None) -> bytes:
     """The figure ``plot_runs`` would write, as the bytes of a ``fmt`` file ("svg" or "png"),
-    for pages that inline it (report/html_page.py)."""
-    import io
-
+    for pages that inline it (pages/html_report.py)."""
     plt, fig = _draw(runs, kind, dpi, title)
-    buf = io.BytesIO()
-    try:
-        with plt.rc_context({"svg.hashsalt": "opis-cli"}):
-            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata(fmt))
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
+    return figure_data(plt, fig, fmt, dpi)
 
 
 def _draw(runs: list[SavedRun], kind: str, dpi: int, title: str | None):

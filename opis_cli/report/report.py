@@ -101,6 +101,13 @@ class Report:
 
     # ------------------------------------------------------------------ derived figures
     @property
+    def pooled_far(self) -> np.ndarray:
+        """Pooled FAR at each grid threshold: accepted negatives / all negatives."""
+        from opis_cli.statistics.curves import accepted_at_thresholds
+
+        return accepted_at_thresholds(self.pooled.neg) / max(float(self.pooled.neg.sum()), 1.0)
+
+    @property
     def far_at_lo(self) -> float:
         return _accepted_share(self.pooled.neg, 0)
 
@@ -308,7 +315,7 @@ class Report:
 
         pos_acc, neg_acc = accepted_at_thresholds(self.pooled.pos), accepted_at_thresholds(self.pooled.neg)
         pooled_tar = pos_acc / max(float(self.pooled.pos.sum()), 1.0)
-        pooled_trr = 1.0 - neg_acc / max(float(self.pooled.neg.sum()), 1.0)
+        pooled_trr = 1.0 - self.pooled_far
         no_counts = np.r_[np.zeros(c * t, bool), np.ones(t, bool), np.zeros(t, bool)]
         return pa.table({
             "label": labels,

@@ -79,9 +79,6 @@ class SavedRun:
     @classmethod
     def from_report(cls, report, name: str) -> "SavedRun":
         """An evaluation still in memory (a :class:`~opis_cli.report.report.Report`) as a saved run."""
-        from opis_cli.statistics.curves import accepted_at_thresholds
-
-        far = accepted_at_thresholds(report.pooled.neg) / max(float(report.pooled.neg.sum()), 1.0)
         rates = None
         if report.eer is not None:
             e = report.eer
@@ -89,7 +86,7 @@ class SavedRun:
                      "classes": [(report.labels[int(i)], e.shown_far[r], e.shown_frr[r]) for r, i in enumerate(e.shown)]}
         return cls(name=name, report=report.to_dict(), grid=report.curves.grid, utility=report.curves.utility,
                    mean_curve=report.mean_curve, labels=list(report.labels), distributions=report.distributions,
-                   pooled_far=far, rates=rates)
+                   pooled_far=report.pooled_far, rates=rates)
 
 
 JSON_BYTES_PER_FILE_BYTE = 12
